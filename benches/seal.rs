@@ -1,0 +1,92 @@
+//! Seal and open cost for 1, 4 and 8 KB payloads, beside the bare XChaCha20-Poly1305 pass
+//! over the same bytes: the target is open(4 KB) <= 2 x bare decrypt(4 KB).
+//! Also the whole per-request read: parse a `Cookie` header, join the chunks, open.
+//!
+//! Run: `cargo bench --bench seal` (see README "Benchmarks").
+
+use std::hint::black_box;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::{AeadInOut, KeyInit, Tag, XChaCha20Poly1305, XNonce};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sealgate::cookies::{CookieSpec, RequestCookies, SameSite};
+use sealgate::keys::{KeyRing, MasterKey};
+use sealgate::seal;
+
+const NOW: u64 = 1_800_000_000;
+
+fn ring() -> KeyRing {
+    let text = URL_SAFE_NO_PAD.encode([42u8; 32]);
+    let entries = vec![
+        (
+            "old".to_owned(),
+            MasterKey::parse(&URL_SAFE_NO_PAD.encode([1u8; 32]), "b").unwrap(),
+        ),
+        (
+            "k2026".to_owned(),
+            MasterKey::parse(&text, "bench").unwrap(),
+        ),
+    ];
+    KeyRing::new(entries, "k2026", "bench").unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let ring = ring();
+    let bare = XChaCha20Poly1305::new(&[7u8; 32].into());
+    let nonce = XNonce::from([9u8; 24]);
+    let mut group = c.benchmark_group("seal");
+    for kb in [1usize, 4, 8] {
+        let payload = vec![0x5au8; kb * 1024];
+        group.throughput(Throughput::Bytes(payload.len() as u64));
+
+        group.bench_with_input(BenchmarkId::new("seal", kb), &payload, |b, p| {
+            b.iter(|| seal::seal(&ring, "__Host-sealgate", NOW + 3600, black_box(p)).unwrap())
+        });
+
+        let sealed = seal::seal(&ring, "__Host-sealgate", NOW + 3600, &payload).unwrap();
+        group.bench_with_input(BenchmarkId::new("open", kb), &sealed, |b, s| {
+            b.iter(|| seal::open(&ring, "__Host-sealgate", NOW, black_box(s)).unwrap())
+        });
+
+        // The bare AEAD pass over the same bytes (payload + 8-byte expiry), including the
+        // copy of the ciphertext that in-place decryption needs.
+        let mut ct = vec![0x5au8; payload.len() + 8];
+        let tag: Tag = bare
+            .encrypt_inout_detached(&nonce, b"aad", ct.as_mut_slice().into())
+            .unwrap();
+        group.bench_with_input(BenchmarkId::new("bare_decrypt", kb), &ct, |b, ct| {
+            b.iter(|| {
+                let mut buf = black_box(ct).clone();
+                bare.decrypt_inout_detached(&nonce, b"aad", buf.as_mut_slice().into(), &tag)
+                    .unwrap();
+                buf
+            })
+        });
+
+        let spec = CookieSpec::new("sealgate", "/", true, SameSite::Lax, 8);
+        let headers = spec
+            .seal(&RequestCookies::default(), &ring, NOW, NOW + 3600, &payload)
+            .unwrap();
+        let cookie_header = headers
+            .iter()
+            .map(|h| h.split(';').next().unwrap())
+            .chain(["theme=dark", "_ga=GA1.2.3"])
+            .collect::<Vec<_>>()
+            .join("; ");
+        group.bench_with_input(
+            BenchmarkId::new("read_cookie_header", kb),
+            &cookie_header,
+            |b, h| {
+                b.iter(|| {
+                    let jar = RequestCookies::parse([black_box(h.as_str())]);
+                    spec.open(&jar, &ring, NOW).unwrap()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

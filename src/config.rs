@@ -1,0 +1,766 @@
+//! The configuration: a TOML file overlaid with `SEALGATE_<SECTION>__<KEY>` variables,
+//! parsed once at start-up into typed values, with every problem reported together.
+//!
+//! Uses nothing else of the crate but `error` and `secret`. Reading the process environment
+//! is the caller's business: `load` takes the variables as pairs, so tests pass a map.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::{ConfigError, ConfigIssue};
+use crate::secret::SecretString;
+
+/// Prefix of configuration variables.
+pub const ENV_PREFIX: &str = "SEALGATE_";
+/// Variable naming the configuration file; not itself a setting.
+pub const ENV_CONFIG_FILE: &str = "SEALGATE_CONFIG";
+
+/// Highest chunk count an operator may configure (`cookies.max_chunks`).
+pub const MAX_CHUNKS_LIMIT: usize = 16;
+
+/// The `SameSite` cookie attribute (RFC 6265bis §4.1.2.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    #[default]
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// The whole configuration, validated.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The origin browsers use, without a trailing slash.
+    pub public_url: Url,
+    pub oidc: Oidc,
+    pub cookies: Cookies,
+    pub keys: Keys,
+    pub session: Session,
+    pub routes: Vec<Route>,
+    pub frontend: Option<Frontend>,
+}
+
+#[derive(Debug)]
+pub struct Oidc {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug)]
+pub struct Cookies {
+    pub secure: bool,
+    pub same_site: SameSite,
+    /// Most chunks one sealed cookie may use.
+    pub max_chunks: usize,
+}
+
+/// Where the key ring comes from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// A folder of `<kid>.key` files and a `primary` file.
+    Dir(PathBuf),
+    /// A `KID:KEY,...` string, usually from `SEALGATE_KEYS__RING`.
+    Ring { ring: SecretString, primary: String },
+}
+
+#[derive(Debug)]
+pub struct Keys {
+    pub source: KeySource,
+    /// Accept key files the group may read (0640/0440), as Kubernetes `fsGroup` needs.
+    pub allow_group_read: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub absolute: Duration,
+    pub idle: Duration,
+    pub refresh_skew: Duration,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub prefix: String,
+    pub upstream: Url,
+}
+
+#[derive(Debug)]
+pub enum Frontend {
+    StaticDir(PathBuf),
+    Upstream(Url),
+}
+
+// The file as written: every field optional or defaulted, unknown keys refused.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    oidc: RawOidc,
+    #[serde(default)]
+    cookies: RawCookies,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    frontend: Option<RawFrontend>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    #[serde(default, deserialize_with = "flex::opt_list")]
+    scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    allow_insecure_http: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCookies {
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    secure: Option<bool>,
+    same_site: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_uint")]
+    max_chunks: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    dir: Option<String>,
+    ring: Option<SecretString>,
+    primary: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    allow_group_read: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    absolute: Option<String>,
+    idle: Option<String>,
+    refresh_skew: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    upstream: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrontend {
+    static_dir: Option<String>,
+    upstream: Option<String>,
+}
+
+impl Config {
+    /// Parses `toml_text` (the file; may be empty) overlaid with `env`, the process's
+    /// variables (only those starting with `SEALGATE_` are looked at).
+    pub fn load<I, K, V>(toml_text: &str, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut table: toml::Table = toml::from_str(toml_text).map_err(|e| {
+            ConfigError::one(
+                "(file)",
+                e.message().trim().to_owned() + &toml_position(toml_text, &e),
+            )
+        })?;
+        let mut issues = Vec::new();
+        for (name, value) in env {
+            overlay(&mut table, name.as_ref(), value.as_ref(), &mut issues);
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError(issues));
+        }
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::one(&key, e.into_inner().message().trim().to_owned())
+            })?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut v = Issues::default();
+
+        let listen = v.parse(
+            "listen",
+            self.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+            |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()),
+        );
+        let public_url = v.required("public_url", self.public_url).and_then(|s| {
+            v.parse("public_url", &s, |s| {
+                let url = Url::parse(s).map_err(|e| e.to_string())?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err("must be an http(s) origin such as https://app.example.com".into());
+                }
+                if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                    return Err("must be an origin only, with no path, query or fragment".into());
+                }
+                Ok(url)
+            })
+        });
+
+        let allow_insecure_http = self.oidc.allow_insecure_http.unwrap_or(false);
+        let issuer =
+            v.required("oidc.issuer", self.oidc.issuer).and_then(|s| {
+                v.parse("oidc.issuer", &s, |s| {
+                    let url = Url::parse(s).map_err(|e| e.to_string())?;
+                    match url.scheme() {
+                        "https" => {}
+                        "http" if allow_insecure_http => {}
+                        "http" => return Err(
+                            "is http://; set oidc.allow_insecure_http = true for development only"
+                                .into(),
+                        ),
+                        _ => return Err("must be an https:// URL".into()),
+                    }
+                    if url.query().is_some() || url.fragment().is_some() {
+                        return Err("must have no query or fragment".into());
+                    }
+                    Ok(url)
+                })
+            });
+        let client_id = v.required(
+            "oidc.client_id",
+            self.oidc.client_id.filter(|s| !s.is_empty()),
+        );
+        let client_secret = v.required(
+            "oidc.client_secret",
+            self.oidc.client_secret.filter(|s| !s.is_empty()),
+        );
+        let scopes = self.oidc.scopes.unwrap_or_else(|| {
+            ["openid", "profile", "email", "offline_access"]
+                .map(String::from)
+                .to_vec()
+        });
+        if !scopes.iter().any(|s| s == "openid") {
+            v.push("oidc.scopes", "must include \"openid\"");
+        }
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| s.is_empty() || !s.bytes().all(is_scope_char))
+        {
+            v.push("oidc.scopes", format!("{bad:?} is not a valid scope"));
+        }
+
+        let same_site = match self
+            .cookies
+            .same_site
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("lax") => SameSite::Lax,
+            Some("strict") => SameSite::Strict,
+            Some("none") => SameSite::None,
+            Some(other) => {
+                v.push(
+                    "cookies.same_site",
+                    format!("{other:?} is not one of lax, strict, none"),
+                );
+                SameSite::Lax
+            }
+        };
+        let secure = self.cookies.secure.unwrap_or(true);
+        if same_site == SameSite::None && !secure {
+            v.push(
+                "cookies.same_site",
+                "none requires cookies.secure = true (browsers refuse it otherwise)",
+            );
+        }
+        let max_chunks = self.cookies.max_chunks.unwrap_or(4);
+        if !(1..=MAX_CHUNKS_LIMIT as u64).contains(&max_chunks) {
+            v.push(
+                "cookies.max_chunks",
+                format!("must be between 1 and {MAX_CHUNKS_LIMIT}"),
+            );
+        }
+
+        let allow_group_read = self.keys.allow_group_read.unwrap_or(false);
+        let source = match (self.keys.ring.filter(|r| !r.is_empty()), self.keys.primary) {
+            (Some(ring), Some(primary)) if !primary.is_empty() => {
+                Some(KeySource::Ring { ring, primary })
+            }
+            (Some(_), _) => {
+                v.push(
+                    "keys.primary",
+                    "must name the sealing key when keys.ring is set",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                v.push(
+                    "keys.primary",
+                    "is only for keys.ring; a key folder names its primary in its `primary` file",
+                );
+                None
+            }
+            (None, None) => Some(KeySource::Dir(PathBuf::from(
+                self.keys.dir.unwrap_or_else(|| "keys".into()),
+            ))),
+        };
+
+        let duration = |v: &mut Issues, key: &str, value: Option<String>, default: &str| {
+            v.parse(key, value.as_deref().unwrap_or(default), |s| {
+                humantime::parse_duration(s)
+                    .map_err(|e| format!("{e} (write durations like \"90s\", \"15m\", \"8h\")"))
+            })
+        };
+        let absolute = duration(&mut v, "session.absolute", self.session.absolute, "12h");
+        let idle = duration(&mut v, "session.idle", self.session.idle, "1h");
+        let refresh_skew = duration(
+            &mut v,
+            "session.refresh_skew",
+            self.session.refresh_skew,
+            "60s",
+        );
+        if let (Some(a), Some(i)) = (absolute, idle) {
+            if a.as_secs() == 0 || i.as_secs() == 0 {
+                v.push("session", "absolute and idle must be at least 1s");
+            } else if i > a {
+                v.push("session.idle", "must not exceed session.absolute");
+            }
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if !r.prefix.starts_with('/') || r.prefix.starts_with("/bff/") || r.prefix == "/bff" {
+                v.push(
+                    &format!("{key}.prefix"),
+                    "must start with / and not be under /bff/",
+                );
+            }
+            if let Some(upstream) = v.parse(&format!("{key}.upstream"), &r.upstream, http_url) {
+                routes.push(Route {
+                    prefix: r.prefix,
+                    upstream,
+                });
+            }
+        }
+        let frontend = match self.frontend {
+            None => None,
+            Some(RawFrontend {
+                static_dir: Some(d),
+                upstream: None,
+            }) => Some(Frontend::StaticDir(d.into())),
+            Some(RawFrontend {
+                static_dir: None,
+                upstream: Some(u),
+            }) => v
+                .parse("frontend.upstream", &u, http_url)
+                .map(Frontend::Upstream),
+            Some(_) => {
+                v.push("frontend", "set exactly one of static_dir or upstream");
+                None
+            }
+        };
+
+        match (
+            listen,
+            public_url,
+            issuer,
+            client_id,
+            client_secret,
+            source,
+            absolute,
+            idle,
+            refresh_skew,
+        ) {
+            (
+                Some(listen),
+                Some(public_url),
+                Some(issuer),
+                Some(client_id),
+                Some(client_secret),
+                Some(source),
+                Some(absolute),
+                Some(idle),
+                Some(refresh_skew),
+            ) if v.0.is_empty() => Ok(Config {
+                listen,
+                public_url,
+                oidc: Oidc {
+                    issuer,
+                    client_id,
+                    client_secret,
+                    scopes,
+                    allow_insecure_http,
+                },
+                cookies: Cookies {
+                    secure,
+                    same_site,
+                    max_chunks: max_chunks as usize,
+                },
+                keys: Keys {
+                    source,
+                    allow_group_read,
+                },
+                session: Session {
+                    absolute,
+                    idle,
+                    refresh_skew,
+                },
+                routes,
+                frontend,
+            }),
+            _ => Err(ConfigError(v.0)),
+        }
+    }
+}
+
+/// Collected validation problems.
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn required<T>(&mut self, key: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() {
+            self.push(key, "is required");
+        }
+        value
+    }
+
+    fn parse<T>(
+        &mut self,
+        key: &str,
+        text: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        f(text).map_err(|m| self.push(key, m)).ok()
+    }
+}
+
+fn http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| e.to_string())?;
+    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+        Ok(url)
+    } else {
+        Err("must be an http:// or https:// URL".into())
+    }
+}
+
+/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+fn is_scope_char(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
+}
+
+fn toml_position(text: &str, e: &toml::de::Error) -> String {
+    e.span()
+        .map(|span| {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |t| t.matches('\n').count())
+                + 1;
+            format!(" (line {line})")
+        })
+        .unwrap_or_default()
+}
+
+/// Sets `SEALGATE_SECTION__KEY` (or `SEALGATE_KEY`) as a string in the table; typed
+/// fields accept strings (see `flex`), so `"true"`, `"4"` and `"openid profile"` work.
+fn overlay(table: &mut toml::Table, name: &str, value: &str, issues: &mut Vec<ConfigIssue>) {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return;
+    };
+    if name == ENV_CONFIG_FILE || name == "SEALGATE_LOG" {
+        return;
+    }
+    let rest = rest.to_ascii_lowercase();
+    let value = toml::Value::String(value.to_owned());
+    let mut parts = rest.split("__");
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(key), None, None) if !key.is_empty() => {
+            table.insert(key.to_owned(), value);
+        }
+        (Some(section), Some(key), None) if !section.is_empty() && !key.is_empty() => {
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => {
+                    t.insert(key.to_owned(), value);
+                }
+                _ => issues.push(ConfigIssue {
+                    key: name.to_owned(),
+                    message: format!("{section} is not a section"),
+                }),
+            }
+        }
+        _ => issues.push(ConfigIssue {
+            key: name.to_owned(),
+            message: "is not of the form SEALGATE_<SECTION>__<KEY>".into(),
+        }),
+    }
+}
+
+/// Deserializers that accept a native TOML value or the string an environment variable
+/// carries.
+mod flex {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrStr {
+        B(bool),
+        S(String),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum UintOrStr {
+        N(u64),
+        S(String),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrStr {
+        L(Vec<String>),
+        S(String),
+    }
+
+    pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        match BoolOrStr::deserialize(d)? {
+            BoolOrStr::B(b) => Ok(Some(b)),
+            BoolOrStr::S(s) => match s.as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(D::Error::custom(format!(
+                    "expected true or false, got {s:?}"
+                ))),
+            },
+        }
+    }
+
+    pub fn opt_uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match UintOrStr::deserialize(d)? {
+            UintOrStr::N(n) => Ok(Some(n)),
+            UintOrStr::S(s) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("expected a whole number, got {s:?}"))),
+        }
+    }
+
+    /// A list, or a string of items separated by spaces or commas.
+    pub fn opt_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        Ok(Some(match ListOrStr::deserialize(d)? {
+            ListOrStr::L(l) => l,
+            ListOrStr::S(s) => s
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+public_url = "https://app.example.com"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "bff"
+client_secret = "s3cret"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(text, env.iter().copied())
+    }
+
+    fn keys_of(err: ConfigError) -> Vec<String> {
+        err.0.into_iter().map(|i| i.key).collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            c.oidc.scopes,
+            ["openid", "profile", "email", "offline_access"]
+        );
+        assert!(!c.oidc.allow_insecure_http);
+        assert!(c.cookies.secure);
+        assert_eq!(c.cookies.same_site, SameSite::Lax);
+        assert!(matches!(&c.keys.source, KeySource::Dir(d) if d == &PathBuf::from("keys")));
+        assert!(!c.keys.allow_group_read);
+        assert_eq!(c.session.absolute, Duration::from_secs(12 * 3600));
+        assert_eq!(c.session.idle, Duration::from_secs(3600));
+        assert!(c.routes.is_empty() && c.frontend.is_none());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("SEALGATE_OIDC__CLIENT_SECRET", "from-env"),
+                ("SEALGATE_LISTEN", "0.0.0.0:9000"),
+                ("SEALGATE_COOKIES__SECURE", "false"),
+                ("SEALGATE_COOKIES__MAX_CHUNKS", "6"),
+                ("SEALGATE_OIDC__SCOPES", "openid email"),
+                ("SEALGATE_SESSION__IDLE", "15m"),
+                ("SEALGATE_CONFIG", "/etc/sealgate.toml"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.oidc.client_secret.expose(), "from-env");
+        assert_eq!(c.listen.port(), 9000);
+        assert!(!c.cookies.secure);
+        assert_eq!(c.cookies.max_chunks, 6);
+        assert_eq!(c.oidc.scopes, ["openid", "email"]);
+        assert_eq!(c.session.idle, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn key_ring_from_the_environment() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("SEALGATE_KEYS__RING", "k1:abc"),
+                ("SEALGATE_KEYS__PRIMARY", "k1"),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(&c.keys.source, KeySource::Ring { primary, .. } if primary == "k1"));
+        let err = load(MINIMAL, &[("SEALGATE_KEYS__RING", "k1:abc")]).unwrap_err();
+        assert_eq!(keys_of(err), ["keys.primary"]);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once_naming_each_key() {
+        let text = r#"
+listen = "nowhere"
+public_url = "https://app.example.com/path"
+[oidc]
+issuer = "http://idp.example.com"
+client_id = "bff"
+scopes = ["profile"]
+[cookies]
+same_site = "sometimes"
+max_chunks = 99
+[session]
+idle = "2 fortnights and a bit"
+[[routes]]
+prefix = "/bff/api/"
+upstream = "ftp://x"
+"#;
+        let keys = keys_of(load(text, &[]).unwrap_err());
+        for expected in [
+            "listen",
+            "public_url",
+            "oidc.issuer",
+            "oidc.client_secret",
+            "oidc.scopes",
+            "cookies.same_site",
+            "cookies.max_chunks",
+            "session.idle",
+            "routes[0].prefix",
+            "routes[0].upstream",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == expected),
+                "{expected} missing from {keys:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_wrong_types_naming_them() {
+        let err = load(&format!("{MINIMAL}\n[cookies]\nsecrue = true\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("cookies"), "{err}");
+        assert!(err.to_string().contains("secrue"), "{err}");
+        let err = load(MINIMAL, &[("SEALGATE_OIDC__ALLOW_INSECURE_HTTP", "yes")]).unwrap_err();
+        assert!(
+            err.to_string().contains("oidc.allow_insecure_http"),
+            "{err}"
+        );
+        let err = load(MINIMAL, &[("SEALGATE_NOPE__A__B", "1")]).unwrap_err();
+        assert!(err.to_string().contains("SEALGATE_NOPE__A__B"), "{err}");
+        let err = load("listen = [", &[]).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn http_issuer_needs_the_development_switch() {
+        let text = MINIMAL.replace("https://idp", "http://idp");
+        assert_eq!(keys_of(load(&text, &[]).unwrap_err()), ["oidc.issuer"]);
+        let c = load(&text, &[("SEALGATE_OIDC__ALLOW_INSECURE_HTTP", "true")]).unwrap();
+        assert_eq!(c.oidc.issuer.scheme(), "http");
+    }
+
+    #[test]
+    fn client_secret_is_never_in_debug_output() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = load(
+            MINIMAL,
+            &[
+                ("SEALGATE_KEYS__RING", "k:SECRETRING"),
+                ("SEALGATE_KEYS__PRIMARY", "k"),
+            ],
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("SECRETRING"));
+    }
+
+    #[test]
+    fn routes_and_frontend() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:9100\"\n[frontend]\nstatic_dir = \"web/dist\"\n"
+        );
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].prefix, "/api/");
+        assert!(matches!(c.frontend, Some(Frontend::StaticDir(_))));
+        let both = format!("{MINIMAL}\n[frontend]\nstatic_dir = \"a\"\nupstream = \"http://x\"\n");
+        assert_eq!(keys_of(load(&both, &[]).unwrap_err()), ["frontend"]);
+    }
+}

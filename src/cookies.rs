@@ -1,0 +1,685 @@
+//! Sealed, chunked cookies: parse the request's `Cookie` headers, seal a value and split it
+//! over `NAME.0`, `NAME.1`, ..., join and open it again, expire stale chunks, and render
+//! `Set-Cookie` attributes.
+//!
+//! Knows nothing of OIDC or of what a session holds: it moves opaque payload bytes.
+//!
+//! Seal, then split; join, then open. Chunk 0 carries the chunk count (`"3.<part>"`), so
+//! the reader takes exactly the chunks that belong together and a stale higher chunk left
+//! behind by an older, larger session can never be glued onto a newer one. Every write
+//! reconciles the jar: the new chunks go out and every `NAME.i` the request carried beyond
+//! them is expired in the same answer.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use cookie::Cookie;
+
+pub use crate::config::{MAX_CHUNKS_LIMIT, SameSite};
+use crate::keys::KeyRing;
+use crate::seal::{self, OpenError, Opened, SealError};
+
+/// The limit browsers enforce per cookie (RFC 6265bis §5.6: name + value at most 4096
+/// bytes). We hold the whole `Set-Cookie:` header line to it, attributes included, which is
+/// stricter than any browser.
+pub const BROWSER_COOKIE_LIMIT: usize = 4096;
+/// Cookies read from one request; the rest are ignored. Real jars hold a few dozen.
+pub const MAX_REQUEST_COOKIES: usize = 128;
+/// Chunk indices above this are not ours to read (but cannot be produced either).
+const MAX_CHUNK_INDEX: usize = 63;
+/// Longest `Max-Age` rendered, in seconds (about 136 years): bounds the attribute length.
+const MAX_AGE_CAP: u64 = u32::MAX as u64;
+
+/// Why a sealed cookie could not be read. The browser only ever learns "no session".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The request carried no chunk of this cookie.
+    #[error("no cookie")]
+    Missing,
+    /// Authentic but past its sealed expiry.
+    #[error("expired")]
+    Expired,
+    /// Sealed under a key this ring does not hold.
+    #[error("unknown key")]
+    UnknownKey,
+    /// Missing, duplicated or mixed chunks, or a value that does not open.
+    #[error("invalid")]
+    Invalid,
+}
+
+impl ReadError {
+    /// A stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadError::Missing => "missing",
+            ReadError::Expired => "expired",
+            ReadError::UnknownKey => "unknown_key",
+            ReadError::Invalid => "invalid",
+        }
+    }
+}
+
+impl From<OpenError> for ReadError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Expired => ReadError::Expired,
+            OpenError::UnknownKey => ReadError::UnknownKey,
+            OpenError::Invalid => ReadError::Invalid,
+        }
+    }
+}
+
+/// Why a sealed cookie could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The value needs more chunks than `cookies.max_chunks` allows.
+    #[error("cookie {name} needs {needed} chunks, more than cookies.max_chunks = {max}")]
+    TooManyChunks {
+        name: String,
+        needed: usize,
+        max: usize,
+    },
+    /// Sealing failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The cookies of one request, parsed once, borrowing from the header values.
+#[derive(Debug, Default)]
+pub struct RequestCookies<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> RequestCookies<'a> {
+    /// Parses every `Cookie` header value (HTTP/2 may split one jar over several).
+    /// Malformed pairs are skipped; at most `MAX_REQUEST_COOKIES` pairs are kept.
+    pub fn parse<I>(headers: I) -> Self
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let pairs = headers
+            .into_iter()
+            .flat_map(Cookie::split_parse)
+            .filter_map(|c| {
+                let c = c.ok()?;
+                Some((c.name_raw()?, c.value_raw()?))
+            })
+            .take(MAX_REQUEST_COOKIES)
+            .collect();
+        Self { pairs }
+    }
+
+    /// Every `(name, value)` pair, in header order.
+    pub fn pairs(&self) -> &[(&'a str, &'a str)] {
+        &self.pairs
+    }
+
+    /// Whether `name` is one of the chunks of a chunked cookie called `base`.
+    pub fn is_chunk_of(name: &str, base: &str) -> bool {
+        chunk_index(name, base).is_some()
+    }
+
+    /// The chunks of `base` present in the request, by index.
+    fn chunks(&self, base: &str) -> impl Iterator<Item = (usize, &'a str)> {
+        self.pairs
+            .iter()
+            .filter_map(move |(n, v)| chunk_index(n, base).map(|i| (i, *v)))
+    }
+}
+
+/// `Some(i)` when `name` is `base.i`, `i` written in decimal without leading zeros.
+fn chunk_index(name: &str, base: &str) -> Option<usize> {
+    let digits = name.strip_prefix(base)?.strip_prefix('.')?;
+    if digits.is_empty()
+        || digits.len() > 2
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return None;
+    }
+    digits.parse().ok().filter(|&i| i <= MAX_CHUNK_INDEX)
+}
+
+/// One sealed, chunked cookie: its name (which is also the sealing purpose), scope and
+/// attributes.
+#[derive(Clone, Debug)]
+pub struct CookieSpec {
+    name: String,
+    path: String,
+    secure: bool,
+    same_site: SameSite,
+    max_chunks: usize,
+    /// Characters of sealed value that fit in one chunk's `Set-Cookie` line.
+    chunk_capacity: usize,
+}
+
+impl CookieSpec {
+    /// A cookie called `base` on `path`. With `secure`, the name gets the prefix that makes
+    /// browsers enforce `Secure`, no `Domain` and (for `__Host-`) `Path=/` (RFC 6265bis
+    /// §4.1.3): `__Host-` on `Path=/`, `__Secure-` elsewhere.
+    pub fn new(
+        base: &str,
+        path: &str,
+        secure: bool,
+        same_site: SameSite,
+        max_chunks: usize,
+    ) -> Self {
+        let name = match (secure, path == "/") {
+            (true, true) => format!("__Host-{base}"),
+            (true, false) => format!("__Secure-{base}"),
+            (false, _) => base.to_owned(),
+        };
+        let mut spec = Self {
+            name,
+            path: path.to_owned(),
+            secure,
+            same_site,
+            max_chunks: max_chunks.clamp(1, MAX_CHUNKS_LIMIT),
+            chunk_capacity: 0,
+        };
+        // The longest line a chunk can need around its value; chunk 0 spends part of its
+        // value on the "<count>." prefix (see `split`).
+        let overhead =
+            "Set-Cookie: ".len() + spec.render(MAX_CHUNK_INDEX, "", Some(MAX_AGE_CAP)).len();
+        spec.chunk_capacity = BROWSER_COOKIE_LIMIT.saturating_sub(overhead);
+        spec
+    }
+
+    /// The cookie's name (without chunk suffix); also the purpose its value is sealed for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Most sealed characters one cookie of this spec can hold in `max_chunks` chunks.
+    pub fn capacity(&self) -> usize {
+        self.chunk_capacity * self.max_chunks
+    }
+
+    /// Joins the chunks of this cookie carried by the request. Exactly chunks `0..count`
+    /// are taken, `count` being what chunk 0 declares; a missing or duplicated one among
+    /// them, or a count above `max_chunks`, makes the cookie invalid.
+    pub fn join<'a>(&self, jar: &RequestCookies<'a>) -> Result<Cow<'a, str>, ReadError> {
+        let mut parts: [Option<&'a str>; MAX_CHUNKS_LIMIT] = [None; MAX_CHUNKS_LIMIT];
+        let mut first: Option<&'a str> = None;
+        let mut any = false;
+        for (i, value) in jar.chunks(&self.name) {
+            any = true;
+            if i == 0 {
+                if first.replace(value).is_some() {
+                    return Err(ReadError::Invalid);
+                }
+            } else if let Some(slot) = parts.get_mut(i) {
+                if slot.replace(value).is_some() {
+                    return Err(ReadError::Invalid);
+                }
+            }
+        }
+        if !any {
+            return Err(ReadError::Missing);
+        }
+        let (count, head) = first
+            .and_then(|v| v.split_once('.'))
+            .ok_or(ReadError::Invalid)?;
+        let count: usize = match count.parse() {
+            Ok(n) if (1..=self.max_chunks).contains(&n) && !count.starts_with('0') => n,
+            _ => return Err(ReadError::Invalid),
+        };
+        if count == 1 {
+            return Ok(Cow::Borrowed(head));
+        }
+        let rest = parts.get(1..count).ok_or(ReadError::Invalid)?;
+        let mut joined = String::with_capacity(head.len() + rest.len() * self.chunk_capacity);
+        joined.push_str(head);
+        for part in rest {
+            joined.push_str(part.ok_or(ReadError::Invalid)?);
+        }
+        Ok(Cow::Owned(joined))
+    }
+
+    /// Joins and opens this cookie: `Missing` when the request has none of it.
+    pub fn open(
+        &self,
+        jar: &RequestCookies<'_>,
+        ring: &KeyRing,
+        now: u64,
+    ) -> Result<Opened, ReadError> {
+        let sealed = self.join(jar)?;
+        Ok(seal::open(ring, &self.name, now, &sealed)?)
+    }
+
+    /// Seals `payload` until `expires_at` and returns the `Set-Cookie` header values that
+    /// store it, followed by the expiry of every stale chunk the request carried.
+    pub fn seal(
+        &self,
+        jar: &RequestCookies<'_>,
+        ring: &KeyRing,
+        now: u64,
+        expires_at: u64,
+        payload: &[u8],
+    ) -> Result<Vec<String>, WriteError> {
+        let sealed = seal::seal(ring, &self.name, expires_at, payload)?;
+        self.split(jar, &sealed, expires_at.saturating_sub(now))
+    }
+
+    /// Splits a sealed value into `Set-Cookie` values with `Max-Age=max_age`, and expires
+    /// every chunk of this cookie the request carried beyond the new ones.
+    pub fn split(
+        &self,
+        jar: &RequestCookies<'_>,
+        sealed: &str,
+        max_age: u64,
+    ) -> Result<Vec<String>, WriteError> {
+        let count = chunk_count(sealed.len(), self.chunk_capacity);
+        if count > self.max_chunks {
+            return Err(WriteError::TooManyChunks {
+                name: self.name.clone(),
+                needed: count,
+                max: self.max_chunks,
+            });
+        }
+        let mut headers = Vec::with_capacity(count + 1);
+        let mut rest = sealed;
+        for i in 0..count {
+            // The sealed value is base64url (ASCII), so any byte index is a char boundary.
+            let take = if i == 0 {
+                self.chunk_capacity.saturating_sub(digits(count))
+            } else {
+                self.chunk_capacity
+            }
+            .min(rest.len());
+            let (part, tail) = rest.split_at(take);
+            rest = tail;
+            let value = if i == 0 {
+                Cow::Owned(format!("{count}.{part}"))
+            } else {
+                Cow::Borrowed(part)
+            };
+            headers.push(self.render(i, &value, Some(max_age.min(MAX_AGE_CAP))));
+        }
+        headers.extend(self.expire_chunks(jar, count));
+        Ok(headers)
+    }
+
+    /// `Set-Cookie` values that expire every chunk of this cookie the request carried.
+    pub fn clear(&self, jar: &RequestCookies<'_>) -> Vec<String> {
+        self.expire_chunks(jar, 0)
+    }
+
+    fn expire_chunks(&self, jar: &RequestCookies<'_>, from: usize) -> Vec<String> {
+        let mut seen = 0u64;
+        let mut out = Vec::new();
+        for (i, _) in jar.chunks(&self.name) {
+            let bit = 1u64 << i;
+            if i >= from && seen & bit == 0 {
+                seen |= bit;
+                out.push(self.render(i, "", None));
+            }
+        }
+        out
+    }
+
+    /// One `Set-Cookie` value; `max_age: None` renders the expiry of the chunk.
+    fn render(&self, index: usize, value: &str, max_age: Option<u64>) -> String {
+        let mut s = String::with_capacity(self.name.len() + value.len() + 80);
+        let _ = write!(
+            s,
+            "{}.{index}={value}; Path={}; Max-Age={}; HttpOnly; SameSite={}",
+            self.name,
+            self.path,
+            max_age.unwrap_or(0),
+            self.same_site.as_str()
+        );
+        if self.secure {
+            s.push_str("; Secure");
+        }
+        s
+    }
+}
+
+/// Chunks needed for `len` sealed characters when chunk 0 also carries `"<count>."`.
+fn chunk_count(len: usize, capacity: usize) -> usize {
+    let mut count = 1;
+    while count * capacity < len + digits(count) {
+        count += 1;
+    }
+    count
+}
+
+/// Characters of `"<count>."`.
+fn digits(count: usize) -> usize {
+    if count < 10 { 2 } else { 3 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::MasterKey;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use proptest::prelude::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn ring(primary: u8) -> KeyRing {
+        let text = URL_SAFE_NO_PAD.encode([primary; 32]);
+        KeyRing::new(
+            vec![("k1".into(), MasterKey::parse(&text, "t").unwrap())],
+            "k1",
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn spec(max_chunks: usize) -> CookieSpec {
+        CookieSpec::new("sealgate", "/", true, SameSite::Lax, max_chunks)
+    }
+
+    /// What a browser would send back for these `Set-Cookie` values.
+    fn cookie_header(set_cookies: &[String]) -> String {
+        set_cookies
+            .iter()
+            .filter(|h| !h.contains("Max-Age=0;"))
+            .map(|h| h.split(';').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn open_header(spec: &CookieSpec, ring: &KeyRing, header: &str) -> Result<Vec<u8>, ReadError> {
+        let jar = RequestCookies::parse([header]);
+        spec.open(&jar, ring, NOW).map(|o| o.payload().to_vec())
+    }
+
+    #[test]
+    fn names_carry_the_prefix_that_browsers_enforce() {
+        assert_eq!(
+            CookieSpec::new("s", "/", true, SameSite::Lax, 4).name(),
+            "__Host-s"
+        );
+        assert_eq!(
+            CookieSpec::new("s", "/bff/", true, SameSite::Lax, 4).name(),
+            "__Secure-s"
+        );
+        assert_eq!(
+            CookieSpec::new("s", "/", false, SameSite::Lax, 4).name(),
+            "s"
+        );
+    }
+
+    #[test]
+    fn attributes_are_httponly_secure_path_samesite_and_no_domain() {
+        let ring = ring(1);
+        let jar = RequestCookies::default();
+        let headers = spec(4)
+            .seal(&jar, &ring, NOW, NOW + 3600, b"hello")
+            .unwrap();
+        assert_eq!(headers.len(), 1);
+        let c = Cookie::parse(headers[0].as_str()).unwrap();
+        assert_eq!(c.name(), "__Host-sealgate.0");
+        assert_eq!(c.http_only(), Some(true));
+        assert_eq!(c.secure(), Some(true));
+        assert_eq!(c.path(), Some("/"));
+        assert_eq!(c.domain(), None);
+        assert_eq!(c.same_site(), Some(cookie::SameSite::Lax));
+        assert_eq!(c.max_age(), Some(cookie::time::Duration::seconds(3600)));
+    }
+
+    #[test]
+    fn every_set_cookie_line_fits_the_browser_limit() {
+        let ring = ring(1);
+        let jar = RequestCookies::default();
+        for len in [0, 100, 2900, 2950, 3000, 5000, 9000, 12000] {
+            let payload = vec![b'x'; len];
+            let headers = spec(8)
+                .seal(&jar, &ring, NOW, NOW + 43200, &payload)
+                .unwrap();
+            for h in &headers {
+                assert!(
+                    "Set-Cookie: ".len() + h.len() <= BROWSER_COOKIE_LIMIT,
+                    "{} bytes for payload {len}",
+                    h.len()
+                );
+            }
+            let back = open_header(&spec(8), &ring, &cookie_header(&headers)).unwrap();
+            assert_eq!(back, payload);
+        }
+    }
+
+    #[test]
+    fn refuses_value_needing_more_chunks_than_the_cap() {
+        let ring = ring(1);
+        let jar = RequestCookies::default();
+        let err = spec(2)
+            .seal(&jar, &ring, NOW, NOW + 60, &vec![b'x'; 8000])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WriteError::TooManyChunks {
+                    needed: 3,
+                    max: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shrinking_session_expires_stale_chunks_in_the_same_answer() {
+        let ring = ring(1);
+        let big = spec(8)
+            .seal(
+                &RequestCookies::default(),
+                &ring,
+                NOW,
+                NOW + 60,
+                &vec![b'x'; 9000],
+            )
+            .unwrap();
+        assert_eq!(big.len(), 4);
+        let header = cookie_header(&big);
+        let jar = RequestCookies::parse([header.as_str()]);
+        let small = spec(8).seal(&jar, &ring, NOW, NOW + 60, b"small").unwrap();
+        let names: Vec<_> = small.iter().map(|h| h.split('=').next().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "__Host-sealgate.0",
+                "__Host-sealgate.1",
+                "__Host-sealgate.2",
+                "__Host-sealgate.3"
+            ]
+        );
+        assert!(!small[0].contains("Max-Age=0;"));
+        for stale in &small[1..] {
+            let c = Cookie::parse(stale.as_str()).unwrap();
+            assert_eq!(c.max_age(), Some(cookie::time::Duration::ZERO));
+            assert_eq!(
+                c.path(),
+                Some("/"),
+                "a deletion must match the cookie's path"
+            );
+            assert_eq!(c.secure(), Some(true), "__Host- deletions must be Secure");
+        }
+    }
+
+    #[test]
+    fn stale_higher_chunk_is_ignored_when_reading() {
+        let ring = ring(1);
+        let headers = spec(8)
+            .seal(
+                &RequestCookies::default(),
+                &ring,
+                NOW,
+                NOW + 60,
+                b"fits in one",
+            )
+            .unwrap();
+        let header = format!(
+            "{}; __Host-sealgate.1=stale-leftover",
+            cookie_header(&headers)
+        );
+        assert_eq!(
+            open_header(&spec(8), &ring, &header).unwrap(),
+            b"fits in one"
+        );
+    }
+
+    #[test]
+    fn clear_expires_every_chunk_present() {
+        let jar = RequestCookies::parse(["__Host-sealgate.0=2.a; other=1; __Host-sealgate.1=b"]);
+        let cleared = spec(4).clear(&jar);
+        assert_eq!(cleared.len(), 2);
+        assert!(cleared.iter().all(|h| h.contains("Max-Age=0;")));
+        assert!(spec(4).clear(&RequestCookies::default()).is_empty());
+    }
+
+    #[test]
+    fn refuses_missing_reordered_mixed_and_duplicated_chunks() {
+        let ring = ring(1);
+        let s = spec(8);
+        let jar = RequestCookies::default();
+        let a = cookie_header(
+            &s.seal(&jar, &ring, NOW, NOW + 60, &vec![b'a'; 6000])
+                .unwrap(),
+        );
+        let b = cookie_header(
+            &s.seal(&jar, &ring, NOW, NOW + 60, &vec![b'b'; 6000])
+                .unwrap(),
+        );
+        let parts = |h: &str| h.split("; ").map(str::to_owned).collect::<Vec<_>>();
+        let (a, b) = (parts(&a), parts(&b));
+        assert_eq!(a.len(), 3);
+        let value = |p: &str| p.split_once('=').unwrap().1.to_owned();
+
+        // Missing a middle chunk, or the first.
+        let h = format!("{}; {}", a[0], a[2]);
+        assert_eq!(open_header(&s, &ring, &h).unwrap_err(), ReadError::Invalid);
+        let h = format!("{}; {}", a[1], a[2]);
+        assert_eq!(open_header(&s, &ring, &h).unwrap_err(), ReadError::Invalid);
+        // Mixed: chunk 1 of another session.
+        let h = format!("{}; {}; {}", a[0], b[1], a[2]);
+        assert_eq!(open_header(&s, &ring, &h).unwrap_err(), ReadError::Invalid);
+        // Reordered values under the right names.
+        let h = format!(
+            "__Host-sealgate.0={}; __Host-sealgate.1={}; __Host-sealgate.2={}",
+            value(&a[0]),
+            value(&a[2]),
+            value(&a[1])
+        );
+        assert_eq!(open_header(&s, &ring, &h).unwrap_err(), ReadError::Invalid);
+        // Duplicated chunk, even with the same value.
+        let h = format!("{}; {}; {}; {}", a[0], a[1], a[1], a[2]);
+        assert_eq!(open_header(&s, &ring, &h).unwrap_err(), ReadError::Invalid);
+        // Header order does not matter when names are right.
+        let h = format!("{}; {}; {}", a[2], a[0], a[1]);
+        assert_eq!(open_header(&s, &ring, &h).unwrap(), vec![b'a'; 6000]);
+    }
+
+    #[test]
+    fn refuses_chunk_from_other_cookie() {
+        let ring = ring(1);
+        let jar = RequestCookies::default();
+        let other = CookieSpec::new("sealgate-tx", "/", true, SameSite::Lax, 4);
+        let headers = other.seal(&jar, &ring, NOW, NOW + 60, b"tx").unwrap();
+        let renamed = cookie_header(&headers).replace("__Host-sealgate-tx.0", "__Host-sealgate.0");
+        assert_eq!(
+            open_header(&spec(4), &ring, &renamed).unwrap_err(),
+            ReadError::Invalid
+        );
+    }
+
+    #[test]
+    fn distinguishes_missing_expired_unknown_key_and_invalid() {
+        let ring1 = ring(1);
+        let s = spec(4);
+        let jar = RequestCookies::default();
+        assert_eq!(open_header(&s, &ring1, "").unwrap_err(), ReadError::Missing);
+        assert_eq!(
+            open_header(&s, &ring1, "other=1").unwrap_err(),
+            ReadError::Missing
+        );
+        let expired = cookie_header(&s.seal(&jar, &ring1, NOW - 100, NOW, b"x").unwrap());
+        assert_eq!(
+            open_header(&s, &ring1, &expired).unwrap_err(),
+            ReadError::Expired
+        );
+        let foreign_text = URL_SAFE_NO_PAD.encode([9u8; 32]);
+        let foreign = KeyRing::new(
+            vec![("zz".into(), MasterKey::parse(&foreign_text, "t").unwrap())],
+            "zz",
+            "t",
+        )
+        .unwrap();
+        let unknown = cookie_header(&s.seal(&jar, &foreign, NOW, NOW + 60, b"x").unwrap());
+        assert_eq!(
+            open_header(&s, &ring1, &unknown).unwrap_err(),
+            ReadError::UnknownKey
+        );
+        for bad in [
+            "__Host-sealgate.0=",
+            "__Host-sealgate.0=1.",
+            "__Host-sealgate.0=0.abc",
+            "__Host-sealgate.0=01.abc",
+            "__Host-sealgate.0=99.abc",
+            "__Host-sealgate.0=abc",
+            "__Host-sealgate.0=1.!!!!",
+        ] {
+            assert_eq!(
+                open_header(&s, &ring1, bad).unwrap_err(),
+                ReadError::Invalid,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_names_are_strict() {
+        assert_eq!(chunk_index("s.0", "s"), Some(0));
+        assert_eq!(chunk_index("s.15", "s"), Some(15));
+        for bad in [
+            "s", "s.", "s.00", "s.01", "s.a", "s.100", "s.64", "s.-1", "sx.0", "s.0 ",
+        ] {
+            assert_eq!(chunk_index(bad, "s"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunk_count_accounts_for_the_count_prefix() {
+        assert_eq!(chunk_count(0, 100), 1);
+        assert_eq!(chunk_count(98, 100), 1);
+        assert_eq!(chunk_count(99, 100), 2);
+        assert_eq!(chunk_count(198, 100), 2);
+        assert_eq!(chunk_count(199, 100), 3);
+    }
+
+    proptest! {
+        #[test]
+        fn any_payload_round_trips_through_chunks(len in 0usize..20_000, byte in any::<u8>()) {
+            let ring = ring(3);
+            let s = spec(MAX_CHUNKS_LIMIT);
+            let payload = vec![byte; len];
+            let headers = s.seal(&RequestCookies::default(), &ring, NOW, NOW + 60, &payload).unwrap();
+            prop_assert_eq!(open_header(&s, &ring, &cookie_header(&headers)).unwrap(), payload);
+        }
+
+        #[test]
+        fn dropping_any_chunk_is_refused(drop in any::<prop::sample::Index>()) {
+            let ring = ring(3);
+            let s = spec(8);
+            let headers = s.seal(&RequestCookies::default(), &ring, NOW, NOW + 60, &vec![1; 9000]).unwrap();
+            let mut parts: Vec<_> = cookie_header(&headers).split("; ").map(str::to_owned).collect();
+            parts.remove(drop.index(parts.len()));
+            prop_assert_eq!(open_header(&s, &ring, &parts.join("; ")).unwrap_err(), ReadError::Invalid);
+        }
+
+        #[test]
+        fn arbitrary_cookie_headers_never_panic(header in "[ -~]{0,400}") {
+            let ring = ring(3);
+            let s = CookieSpec::new("s", "/", false, SameSite::Lax, 4);
+            let jar = RequestCookies::parse([header.as_str()]);
+            let _ = s.open(&jar, &ring, NOW);
+            let _ = s.clear(&jar);
+        }
+    }
+}

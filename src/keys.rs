@@ -1,0 +1,685 @@
+//! The key ring: which sealing keys this instance holds, which one seals, and how they are
+//! loaded from a folder or an environment string, created, promoted and retired.
+//!
+//! Knows nothing of cookies, HTTP or OIDC: `seal` asks it for keys by id.
+//!
+//! A key folder holds one file per key, `<kid>.key`, whose only content is the 32-byte key in
+//! base64url without padding (43 characters, one optional trailing newline), and a file
+//! `primary` naming the kid that seals. Every key opens. Names starting with `.` are ignored,
+//! so a Kubernetes Secret volume (`..data` symlink swapped atomically) reads as a plain folder.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// Length of a master key in bytes (256 bits).
+pub const KEY_LEN: usize = 32;
+/// Length of a master key as written in a key file: base64url of 32 bytes, no padding.
+pub const KEY_B64_LEN: usize = 43;
+/// Longest key id accepted. The kid travels in every cookie, so it stays short.
+pub const KID_MAX_LEN: usize = 16;
+/// Name of the file that names the primary key.
+pub const PRIMARY_FILE: &str = "primary";
+/// Ending of key files.
+pub const KEY_SUFFIX: &str = ".key";
+
+// The sealing key is derived from the master key rather than used as is, so that one master
+// key can later serve other purposes (e.g. keyed hashes) under other labels without ever
+// using the same bytes for two algorithms (RFC 5869 §3.2 on `info`).
+const HKDF_SALT: &[u8] = b"sealgate key ring v1";
+const HKDF_INFO_SEAL: &[u8] = b"sealgate cookie seal: xchacha20poly1305";
+
+/// Why a key ring could not be loaded or changed. Each message names the file or kid.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The folder or a file in it could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A key is not 32 bytes of base64url without padding.
+    #[error(
+        "{what}: not a key: expected {KEY_B64_LEN} characters of base64url (32 bytes), got {found}"
+    )]
+    BadKey { what: String, found: String },
+    /// A kid has characters outside `A-Za-z0-9_-` or is too long.
+    #[error("{what}: bad key id {kid:?}: use 1 to {KID_MAX_LEN} characters of A-Z a-z 0-9 _ -")]
+    BadKid { what: String, kid: String },
+    /// Two keys share a kid.
+    #[error("duplicate key id {0:?}")]
+    DuplicateKid(String),
+    /// Two kids carry the same key bytes: a copy-paste mistake that would defeat retirement.
+    #[error("keys {0:?} and {1:?} are the same key")]
+    DuplicateKey(String, String),
+    /// No key at all.
+    #[error("{0}: no keys (create one with `sealgate keygen --dir {0}`)")]
+    Empty(String),
+    /// No primary named, or the named primary is not in the ring.
+    #[error("{what}: {message}")]
+    Primary { what: String, message: String },
+    /// A key file others may read or write.
+    #[error(
+        "{path}: mode {mode:04o} lets others {access} this key; run `chmod 600 {path}` (on Kubernetes set defaultMode: 0400, or 0440 with allow_group_read = true)"
+    )]
+    Permissions {
+        path: PathBuf,
+        mode: u32,
+        access: &'static str,
+    },
+    /// An environment ring entry that is not `kid:key`.
+    #[error("keys.ring: entry {0} is not of the form KID:KEY")]
+    BadRingEntry(usize),
+    /// The system random number generator failed.
+    #[error("random number generator failed: {0}")]
+    Random(String),
+    /// An operation on a kid the ring does not hold.
+    #[error("{dir}: no key {kid:?}")]
+    NoSuchKey { dir: String, kid: String },
+    /// Retiring the primary would leave nothing to seal with.
+    #[error("{0:?} is the primary key: promote another key first")]
+    RetirePrimary(String),
+}
+
+/// How strictly key-file permissions are checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModePolicy {
+    /// Only the owner may have any access (0600, 0400). The default.
+    #[default]
+    OwnerOnly,
+    /// The group may also read (0640, 0440): Kubernetes Secret volumes with `fsGroup`.
+    AllowGroupRead,
+}
+
+/// A master key: exactly 32 bytes, zeroized on drop, never printed.
+pub struct MasterKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl MasterKey {
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        getrandom::fill(bytes.as_mut()).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(Self(bytes))
+    }
+
+    /// Strict parser: exactly 43 characters of base64url without padding, nothing else
+    /// (surrounding whitespace is trimmed by the caller where a file format allows it).
+    pub fn parse(text: &str, what: &str) -> Result<Self, KeyError> {
+        let bad = || KeyError::BadKey {
+            what: what.to_owned(),
+            found: describe_len(text),
+        };
+        if text.len() != KEY_B64_LEN {
+            return Err(bad());
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), bytes.as_mut()) {
+            Ok(KEY_LEN) => Ok(Self(bytes)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The key as written in key files and ring strings.
+    pub fn encode(&self) -> Zeroizing<String> {
+        Zeroizing::new(URL_SAFE_NO_PAD.encode(self.0.as_ref()))
+    }
+
+    fn seal_cipher(&self) -> XChaCha20Poly1305 {
+        let mut okm = Zeroizing::new([0u8; KEY_LEN]);
+        // Expanding 32 bytes from SHA-256 HKDF cannot fail (limit is 255 * 32).
+        let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), self.0.as_ref())
+            .expand(HKDF_INFO_SEAL, okm.as_mut());
+        XChaCha20Poly1305::new(&(*okm).into())
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+fn describe_len(text: &str) -> String {
+    format!("{} characters", text.chars().count())
+}
+
+/// Checks a kid: 1 to 16 characters of `A-Za-z0-9_-`.
+pub fn validate_kid(kid: &str, what: &str) -> Result<(), KeyError> {
+    let ok = !kid.is_empty()
+        && kid.len() <= KID_MAX_LEN
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::BadKid {
+            what: what.to_owned(),
+            kid: kid.chars().take(40).collect(),
+        })
+    }
+}
+
+/// One key of the ring: its id and a ready cipher (built once, reused for every cookie).
+pub struct Key {
+    kid: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl Key {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub(crate) fn cipher(&self) -> &XChaCha20Poly1305 {
+        &self.cipher
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys that open cookies, and the one that seals them.
+pub struct KeyRing {
+    primary: Key,
+    others: Vec<Key>,
+}
+
+impl KeyRing {
+    /// Builds a ring from `(kid, key)` pairs, refusing duplicate kids, duplicate key bytes
+    /// and a primary that is not among them. `what` names the source in error messages.
+    pub fn new(
+        entries: Vec<(String, MasterKey)>,
+        primary: &str,
+        what: &str,
+    ) -> Result<Self, KeyError> {
+        if entries.is_empty() {
+            return Err(KeyError::Empty(what.to_owned()));
+        }
+        let mut kids = HashSet::new();
+        for (i, (kid, key)) in entries.iter().enumerate() {
+            validate_kid(kid, what)?;
+            if !kids.insert(kid.as_str()) {
+                return Err(KeyError::DuplicateKid(kid.clone()));
+            }
+            if let Some((other, _)) = entries.iter().take(i).find(|(_, k)| k.0 == key.0) {
+                return Err(KeyError::DuplicateKey(other.clone(), kid.clone()));
+            }
+        }
+        let (first, others): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .map(|(kid, key)| Key {
+                cipher: key.seal_cipher(),
+                kid,
+            })
+            .partition(|key| key.kid == primary);
+        let primary = first.into_iter().next().ok_or_else(|| KeyError::Primary {
+            what: what.to_owned(),
+            message: format!("primary key {primary:?} is not in the ring"),
+        })?;
+        Ok(Self { primary, others })
+    }
+
+    /// Loads a key folder (see the module documentation for its layout).
+    pub fn load_dir(dir: &Path, policy: ModePolicy) -> Result<Self, KeyError> {
+        let what = dir.display().to_string();
+        let (entries, primary) = read_dir_ring(dir, policy)?;
+        let primary = primary.ok_or_else(|| KeyError::Primary {
+            what: what.clone(),
+            message: format!(
+                "no `{PRIMARY_FILE}` file naming the key that seals (run `sealgate keys promote --dir {what} KID`)"
+            ),
+        })?;
+        Self::new(entries, &primary, &what)
+    }
+
+    /// Parses a ring given as a string, as serverless platforms inject secrets as variables:
+    /// entries `KID:KEY` separated by commas or white space, e.g.
+    /// `SEALGATE_KEYS__RING="k1:<43 chars>,k2:<43 chars>"` with `SEALGATE_KEYS__PRIMARY=k2`.
+    pub fn from_ring_string(ring: &str, primary: &str) -> Result<Self, KeyError> {
+        let mut entries = Vec::new();
+        for (i, entry) in ring
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
+            let (kid, key) = entry.split_once(':').ok_or(KeyError::BadRingEntry(i + 1))?;
+            validate_kid(kid, "keys.ring")?;
+            let key = MasterKey::parse(key, &format!("keys.ring entry {kid:?}"))?;
+            entries.push((kid.to_owned(), key));
+        }
+        if primary.is_empty() {
+            return Err(KeyError::Primary {
+                what: "keys.primary".to_owned(),
+                message: "must name the ring's sealing key when keys.ring is set".to_owned(),
+            });
+        }
+        Self::new(entries, primary, "keys.ring")
+    }
+
+    /// The key that seals.
+    pub fn primary(&self) -> &Key {
+        &self.primary
+    }
+
+    /// The key with this id, if the ring holds it.
+    pub fn get(&self, kid: &[u8]) -> Option<&Key> {
+        self.keys().find(|k| k.kid.as_bytes() == kid)
+    }
+
+    /// Every kid, the primary first.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys().map(Key::kid)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Key> {
+        std::iter::once(&self.primary).chain(&self.others)
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("primary", &self.primary().kid())
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Reads every `<kid>.key` file and the `primary` file of a folder.
+fn read_dir_ring(
+    dir: &Path,
+    policy: ModePolicy,
+) -> Result<(Vec<(String, MasterKey)>, Option<String>), KeyError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyError::Io { path, source }
+    };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        if let Some(name) = entry.file_name().to_str()
+            && !name.starts_with('.')
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    let mut entries = Vec::new();
+    let mut primary = None;
+    for name in names {
+        let path = dir.join(&name);
+        if name == PRIMARY_FILE {
+            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            let kid = text.trim();
+            validate_kid(kid, &path.display().to_string())?;
+            primary = Some(kid.to_owned());
+        } else if let Some(kid) = name.strip_suffix(KEY_SUFFIX) {
+            let what = path.display().to_string();
+            validate_kid(kid, &what)?;
+            check_mode(&path, policy)?;
+            let text = Zeroizing::new(fs::read_to_string(&path).map_err(io(&path))?);
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            entries.push((kid.to_owned(), MasterKey::parse(body, &what)?));
+        }
+    }
+    Ok((entries, primary))
+}
+
+#[cfg(unix)]
+fn check_mode(path: &Path, policy: ModePolicy) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    // `metadata` follows symlinks: a Kubernetes Secret's files are links into `..data/`.
+    let mode = fs::metadata(path)
+        .map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o777;
+    let allowed = match policy {
+        ModePolicy::OwnerOnly => 0o700,
+        ModePolicy::AllowGroupRead => 0o740,
+    };
+    if mode & !allowed == 0 {
+        return Ok(());
+    }
+    let access = if mode & 0o022 != 0 { "write" } else { "read" };
+    Err(KeyError::Permissions {
+        path: path.to_path_buf(),
+        mode,
+        access,
+    })
+}
+
+#[cfg(not(unix))]
+fn check_mode(_path: &Path, _policy: ModePolicy) -> Result<(), KeyError> {
+    Ok(())
+}
+
+/// Creates a new random key in `dir` (creating the folder, mode 0700; the file, mode 0600)
+/// and returns its kid. The first key of a folder without keys becomes the primary; later
+/// keys only join the ring, to be promoted once every instance has them (see keys/README.md).
+pub fn keygen(dir: &Path) -> Result<String, KeyError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyError::Io { path, source }
+    };
+    create_private_dir(dir).map_err(io(dir))?;
+    let (existing, primary) = read_dir_ring(dir, ModePolicy::AllowGroupRead)?;
+    let kid = loop {
+        let kid = random_kid()?;
+        if !existing.iter().any(|(k, _)| *k == kid) {
+            break kid;
+        }
+    };
+    let key = MasterKey::generate()?;
+    let path = dir.join(format!("{kid}{KEY_SUFFIX}"));
+    write_new_private(&path, format!("{}\n", key.encode().as_str()).as_bytes())
+        .map_err(io(&path))?;
+    if existing.is_empty() && primary.is_none() {
+        set_primary_file(dir, &kid)?;
+    }
+    Ok(kid)
+}
+
+/// A new ring entry `KID:KEY` for `keys.ring`, written nowhere.
+pub fn keygen_ring_entry() -> Result<Zeroizing<String>, KeyError> {
+    let kid = random_kid()?;
+    let key = MasterKey::generate()?;
+    Ok(Zeroizing::new(format!("{kid}:{}", key.encode().as_str())))
+}
+
+/// Makes `kid` the primary of the folder's ring, after checking that the folder still loads
+/// with it. The `primary` file is replaced atomically (write then rename).
+pub fn promote(dir: &Path, kid: &str, policy: ModePolicy) -> Result<(), KeyError> {
+    let (entries, _) = read_dir_ring(dir, policy)?;
+    if !entries.iter().any(|(k, _)| k == kid) {
+        return Err(KeyError::NoSuchKey {
+            dir: dir.display().to_string(),
+            kid: kid.to_owned(),
+        });
+    }
+    KeyRing::new(entries, kid, &dir.display().to_string())?;
+    set_primary_file(dir, kid)
+}
+
+/// Deletes a non-primary key from the folder: cookies sealed under it no longer open.
+pub fn retire(dir: &Path, kid: &str) -> Result<(), KeyError> {
+    validate_kid(kid, "kid")?;
+    let (entries, primary) = read_dir_ring(dir, ModePolicy::AllowGroupRead)?;
+    if primary.as_deref() == Some(kid) {
+        return Err(KeyError::RetirePrimary(kid.to_owned()));
+    }
+    if !entries.iter().any(|(k, _)| k == kid) {
+        return Err(KeyError::NoSuchKey {
+            dir: dir.display().to_string(),
+            kid: kid.to_owned(),
+        });
+    }
+    let path = dir.join(format!("{kid}{KEY_SUFFIX}"));
+    fs::remove_file(&path).map_err(|source| KeyError::Io { path, source })
+}
+
+/// The kids of a folder and which one is primary, without opening the ring's checks.
+pub fn list(dir: &Path) -> Result<(Vec<String>, Option<String>), KeyError> {
+    let (entries, primary) = read_dir_ring(dir, ModePolicy::AllowGroupRead)?;
+    Ok((entries.into_iter().map(|(k, _)| k).collect(), primary))
+}
+
+fn set_primary_file(dir: &Path, kid: &str) -> Result<(), KeyError> {
+    let tmp = dir.join(format!(".{PRIMARY_FILE}.tmp"));
+    let path = dir.join(PRIMARY_FILE);
+    let write = || -> std::io::Result<()> {
+        let _ = fs::remove_file(&tmp);
+        write_new_private(&tmp, format!("{kid}\n").as_bytes())?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(|source| KeyError::Io { path, source })
+}
+
+fn random_kid() -> Result<String, KeyError> {
+    let mut raw = [0u8; 6];
+    getrandom::fill(&mut raw).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(raw))
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_text(byte: u8) -> String {
+        URL_SAFE_NO_PAD.encode([byte; KEY_LEN])
+    }
+
+    #[test]
+    fn master_key_parser_is_strict() {
+        assert!(MasterKey::parse(&key_text(7), "t").is_ok());
+        for bad in [
+            String::new(),
+            key_text(7)[..42].to_owned(),
+            format!("{}A", key_text(7)),
+            format!("{}=", key_text(7)),
+            key_text(7).replace('H', "+"),
+            " ".repeat(43),
+            // Standard base64 alphabet where base64url is required.
+            URL_SAFE_NO_PAD
+                .encode([0xfb; KEY_LEN])
+                .replace('-', "+")
+                .replace('_', "/"),
+        ] {
+            assert!(MasterKey::parse(&bad, "t").is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn master_key_debug_is_redacted() {
+        let key = MasterKey::parse(&key_text(9), "t").unwrap();
+        assert_eq!(format!("{key:?}"), "MasterKey([redacted])");
+        let ring = KeyRing::new(vec![("a".into(), key)], "a", "t").unwrap();
+        let shown = format!("{ring:?}");
+        assert!(!shown.contains(&key_text(9)), "{shown}");
+    }
+
+    #[test]
+    fn refuses_duplicate_kids_keys_and_missing_primary() {
+        let k = |b| MasterKey::parse(&key_text(b), "t").unwrap();
+        assert!(matches!(
+            KeyRing::new(vec![("a".into(), k(1)), ("a".into(), k(2))], "a", "t"),
+            Err(KeyError::DuplicateKid(_))
+        ));
+        assert!(matches!(
+            KeyRing::new(vec![("a".into(), k(1)), ("b".into(), k(1))], "a", "t"),
+            Err(KeyError::DuplicateKey(..))
+        ));
+        assert!(matches!(
+            KeyRing::new(vec![("a".into(), k(1))], "b", "t"),
+            Err(KeyError::Primary { .. })
+        ));
+        assert!(matches!(
+            KeyRing::new(vec![], "a", "t"),
+            Err(KeyError::Empty(_))
+        ));
+        assert!(matches!(
+            KeyRing::new(vec![("a/b".into(), k(1))], "a/b", "t"),
+            Err(KeyError::BadKid { .. })
+        ));
+    }
+
+    #[test]
+    fn ring_string_parses_and_names_the_primary() {
+        let ring = format!("k1:{}, k2:{}\nk3:{}", key_text(1), key_text(2), key_text(3));
+        let parsed = KeyRing::from_ring_string(&ring, "k2").unwrap();
+        assert_eq!(parsed.primary().kid(), "k2");
+        assert_eq!(parsed.kids().collect::<Vec<_>>(), ["k2", "k1", "k3"]);
+        assert!(matches!(
+            KeyRing::from_ring_string(&ring, ""),
+            Err(KeyError::Primary { .. })
+        ));
+        assert!(matches!(
+            KeyRing::from_ring_string("k1", "k1"),
+            Err(KeyError::BadRingEntry(1))
+        ));
+        assert!(matches!(
+            KeyRing::from_ring_string("k1:short", "k1"),
+            Err(KeyError::BadKey { .. })
+        ));
+    }
+
+    #[test]
+    fn keygen_first_key_becomes_primary_later_keys_do_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ring");
+        let first = keygen(&dir).unwrap();
+        let second = keygen(&dir).unwrap();
+        assert_ne!(first, second);
+        let ring = KeyRing::load_dir(&dir, ModePolicy::OwnerOnly).unwrap();
+        assert_eq!(ring.primary().kid(), first);
+        assert!(ring.get(second.as_bytes()).is_some());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir.join(format!("{first}.key"))), 0o600);
+            assert_eq!(mode(&dir), 0o700);
+        }
+    }
+
+    #[test]
+    fn promote_and_retire() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let old = keygen(dir).unwrap();
+        let new = keygen(dir).unwrap();
+        assert!(matches!(retire(dir, &old), Err(KeyError::RetirePrimary(_))));
+        assert!(matches!(
+            promote(dir, "nope", ModePolicy::OwnerOnly),
+            Err(KeyError::NoSuchKey { .. })
+        ));
+        promote(dir, &new, ModePolicy::OwnerOnly).unwrap();
+        let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
+        assert_eq!(ring.primary().kid(), new);
+        assert!(ring.get(old.as_bytes()).is_some());
+        retire(dir, &old).unwrap();
+        let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
+        assert!(ring.get(old.as_bytes()).is_none());
+        assert_eq!(list(dir).unwrap(), (vec![new.clone()], Some(new)));
+    }
+
+    #[test]
+    fn refuses_missing_primary_file_and_bad_key_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        keygen(dir).unwrap();
+        fs::remove_file(dir.join(PRIMARY_FILE)).unwrap();
+        let err = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap_err();
+        assert!(err.to_string().contains("no `primary` file"), "{err}");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        keygen(dir).unwrap();
+        write_new_private(&dir.join("short.key"), b"abc\n").unwrap();
+        let err = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap_err();
+        assert!(err.to_string().contains("short.key"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_group_or_world_readable_key_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let kid = keygen(dir).unwrap();
+        let path = dir.join(format!("{kid}.key"));
+        let set = |mode| fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+
+        set(0o640);
+        let err = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap_err();
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o640, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"));
+        assert!(KeyRing::load_dir(dir, ModePolicy::AllowGroupRead).is_ok());
+
+        set(0o644);
+        assert!(KeyRing::load_dir(dir, ModePolicy::AllowGroupRead).is_err());
+        set(0o660);
+        let err = KeyRing::load_dir(dir, ModePolicy::AllowGroupRead).unwrap_err();
+        assert!(matches!(
+            err,
+            KeyError::Permissions {
+                access: "write",
+                ..
+            }
+        ));
+        set(0o400);
+        assert!(KeyRing::load_dir(dir, ModePolicy::OwnerOnly).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn reads_a_kubernetes_secret_volume_through_its_symlinks() {
+        // Kubernetes mounts a Secret as `..data -> ..<timestamp>/` plus one link per item.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let real = dir.join("..2026_11_27_09_00_00.1");
+        fs::create_dir(&real).unwrap();
+        write_new_private(
+            &real.join("k8s.key"),
+            format!("{}\n", key_text(5)).as_bytes(),
+        )
+        .unwrap();
+        write_new_private(&real.join("primary"), b"k8s\n").unwrap();
+        std::os::unix::fs::symlink("..2026_11_27_09_00_00.1", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/k8s.key", dir.join("k8s.key")).unwrap();
+        std::os::unix::fs::symlink("..data/primary", dir.join("primary")).unwrap();
+        let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
+        assert_eq!(ring.primary().kid(), "k8s");
+    }
+}

@@ -1,0 +1,341 @@
+//! The session: what the sealed cookies hold, and the pure policy over it (still alive? due
+//! for a token refresh? due for an idle-timer touch?).
+//!
+//! Never sees a header, a socket or a clock: `now` (Unix seconds) is always passed in.
+//!
+//! Two payloads, split by path as Curity's token handler does, so that every API call
+//! carries only what it needs: the `Session` (tokens and timers) rides on `Path=/`; the
+//! `Profile` (claims for `/bff/user`, the ID token for logout) only on `/bff/`. Both carry
+//! the same random session id, so a profile never pairs with another login's session.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::secret::SecretString;
+
+/// The limits of `[session]`, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Hard limit from login.
+    pub absolute: u64,
+    /// Limit since the last use.
+    pub idle: u64,
+    /// Refresh the access token this long before it expires.
+    pub refresh_skew: u64,
+}
+
+impl Limits {
+    /// How stale `last_seen` may get before a request re-seals the session to move it.
+    /// Re-sealing on every request would put a `Set-Cookie` on every API answer; moving it
+    /// in steps of a tenth of the idle limit (at most 5 minutes) means a session ends
+    /// between `idle - step` and `idle` after its last use, never later.
+    pub fn touch_step(&self) -> u64 {
+        (self.idle / 10).clamp(1, 300)
+    }
+}
+
+/// Why an otherwise authentic session is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    /// Past the absolute limit from login.
+    #[error("absolute limit reached")]
+    Absolute,
+    /// Unused for longer than the idle limit.
+    #[error("idle limit reached")]
+    Idle,
+    /// Timestamps from the future: not a session this code wrote.
+    #[error("timestamps in the future")]
+    Future,
+}
+
+/// What to do about the access token before forwarding a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessState {
+    /// Good for at least `refresh_skew` more.
+    Valid,
+    /// Expired or about to: refresh it first.
+    Refresh,
+    /// Expired and there is no refresh token: the session can no longer call APIs.
+    Dead,
+}
+
+/// The part of the session every API call needs, sealed into the `Path=/` cookie.
+/// Field names are one letter: tokens dominate the size, the encoding should add little.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// Random session id (128 bits, base64url), shared with the profile.
+    #[serde(rename = "i")]
+    pub id: String,
+    #[serde(rename = "a")]
+    pub access_token: SecretString,
+    /// When the access token expires (Unix seconds), when the provider said.
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<u64>,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SecretString>,
+    /// The provider's subject identifier.
+    #[serde(rename = "s")]
+    pub sub: String,
+    /// The provider's session id (`sid` claim), for logout.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Login time (Unix seconds): start of the absolute limit.
+    #[serde(rename = "c")]
+    pub created_at: u64,
+    /// Last recorded use (Unix seconds): start of the idle limit.
+    #[serde(rename = "l")]
+    pub last_seen: u64,
+}
+
+/// What only `/bff/*` needs, sealed into the `Path=/bff/` cookie.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Profile {
+    /// The id of the session this profile belongs to.
+    #[serde(rename = "i")]
+    pub session_id: String,
+    /// The raw ID token, kept only as `id_token_hint` for RP-initiated logout.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<SecretString>,
+    /// The user's claims as `/bff/user` returns them.
+    #[serde(rename = "c", default)]
+    pub claims: Map<String, Value>,
+}
+
+/// A payload that does not decode. Only possible for a value we sealed ourselves, e.g.
+/// written by a newer version with an incompatible change: treated as "no session".
+#[derive(Debug, thiserror::Error)]
+#[error("session payload does not decode: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// A new random session id: 128 bits, base64url.
+pub fn random_id() -> Result<String, getrandom::Error> {
+    use base64::Engine;
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+impl Session {
+    /// The sealed expiry: the earlier of the absolute and the idle limit.
+    pub fn expires_at(&self, limits: &Limits) -> u64 {
+        self.created_at
+            .saturating_add(limits.absolute)
+            .min(self.last_seen.saturating_add(limits.idle))
+    }
+
+    /// Whether the session is still within its limits at `now`. The sealed expiry already
+    /// enforces both; this re-checks them against the payload, so that shortening a limit
+    /// in the configuration takes effect for sessions sealed before the change.
+    pub fn check(&self, limits: &Limits, now: u64) -> Result<(), Ended> {
+        // A little clock skew between instances is normal; more is not a session we wrote.
+        const SKEW: u64 = 300;
+        if self.created_at > now.saturating_add(SKEW) || self.last_seen > now.saturating_add(SKEW) {
+            return Err(Ended::Future);
+        }
+        if now >= self.created_at.saturating_add(limits.absolute) {
+            return Err(Ended::Absolute);
+        }
+        if now >= self.last_seen.saturating_add(limits.idle) {
+            return Err(Ended::Idle);
+        }
+        Ok(())
+    }
+
+    /// Whether the access token is good to forward at `now`.
+    pub fn access_state(&self, limits: &Limits, now: u64) -> AccessState {
+        match self.access_expires_at {
+            Some(exp) if now.saturating_add(limits.refresh_skew) >= exp => {
+                if self.refresh_token.is_some() {
+                    AccessState::Refresh
+                } else if now >= exp {
+                    AccessState::Dead
+                } else {
+                    // Inside the skew but no way to refresh: use it while it lasts.
+                    AccessState::Valid
+                }
+            }
+            _ => AccessState::Valid,
+        }
+    }
+
+    /// Records a use at `now`. Returns true when the session moved enough that it must be
+    /// re-sealed (see `Limits::touch_step`).
+    pub fn touch(&mut self, limits: &Limits, now: u64) -> bool {
+        if now >= self.last_seen.saturating_add(limits.touch_step()) {
+            self.last_seen = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+impl Profile {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Whether this profile belongs to `session`.
+    pub fn belongs_to(&self, session: &Session) -> bool {
+        // Ids are random and public to no one but the sealed cookies: plain comparison.
+        self.session_id == session.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: Limits = Limits {
+        absolute: 12 * 3600,
+        idle: 3600,
+        refresh_skew: 60,
+    };
+    const T0: u64 = 1_800_000_000;
+
+    pub(crate) fn session(now: u64) -> Session {
+        Session {
+            id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            access_token: "at".into(),
+            access_expires_at: Some(now + 300),
+            refresh_token: Some("rt".into()),
+            sub: "alice".into(),
+            sid: Some("sid-1".into()),
+            created_at: now,
+            last_seen: now,
+        }
+    }
+
+    #[test]
+    fn sealed_expiry_is_the_earlier_limit() {
+        let mut s = session(T0);
+        assert_eq!(s.expires_at(&LIMITS), T0 + 3600);
+        s.last_seen = T0 + 12 * 3600 - 60;
+        assert_eq!(s.expires_at(&LIMITS), T0 + 12 * 3600);
+    }
+
+    #[test]
+    fn refuses_idle_absolute_and_future_sessions() {
+        let mut s = session(T0);
+        assert_eq!(s.check(&LIMITS, T0 + 3599), Ok(()));
+        assert_eq!(s.check(&LIMITS, T0 + 3600), Err(Ended::Idle));
+        s.last_seen = T0 + 12 * 3600 - 1;
+        assert_eq!(s.check(&LIMITS, T0 + 12 * 3600), Err(Ended::Absolute));
+        assert_eq!(session(T0 + 1000).check(&LIMITS, T0), Err(Ended::Future));
+        assert_eq!(
+            session(T0 + 100).check(&LIMITS, T0),
+            Ok(()),
+            "small skew is tolerated"
+        );
+    }
+
+    #[test]
+    fn access_token_is_refreshed_within_the_skew() {
+        let mut s = session(T0);
+        assert_eq!(s.access_state(&LIMITS, T0), AccessState::Valid);
+        assert_eq!(s.access_state(&LIMITS, T0 + 239), AccessState::Valid);
+        assert_eq!(s.access_state(&LIMITS, T0 + 240), AccessState::Refresh);
+        assert_eq!(s.access_state(&LIMITS, T0 + 10_000), AccessState::Refresh);
+        s.refresh_token = None;
+        assert_eq!(s.access_state(&LIMITS, T0 + 240), AccessState::Valid);
+        assert_eq!(s.access_state(&LIMITS, T0 + 300), AccessState::Dead);
+        s.access_expires_at = None;
+        assert_eq!(s.access_state(&LIMITS, T0 + 10_000), AccessState::Valid);
+    }
+
+    #[test]
+    fn touch_moves_last_seen_only_in_steps() {
+        let mut s = session(T0);
+        assert_eq!(LIMITS.touch_step(), 300);
+        assert!(!s.touch(&LIMITS, T0 + 299));
+        assert_eq!(s.last_seen, T0);
+        assert!(s.touch(&LIMITS, T0 + 300));
+        assert_eq!(s.last_seen, T0 + 300);
+        let tiny = Limits { idle: 5, ..LIMITS };
+        assert_eq!(tiny.touch_step(), 1);
+    }
+
+    #[test]
+    fn profile_pairs_only_with_its_session() {
+        let s = session(T0);
+        let p = Profile {
+            session_id: s.id.clone(),
+            ..Profile::default()
+        };
+        assert!(p.belongs_to(&s));
+        let other = Profile {
+            session_id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
+            ..Profile::default()
+        };
+        assert!(!other.belongs_to(&s));
+    }
+
+    #[test]
+    fn payload_debug_shows_no_token() {
+        let s = session(T0);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("\"at\"") && !shown.contains("\"rt\""),
+            "{shown}"
+        );
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn random_ids_are_distinct_and_128_bit() {
+        let a = random_id().unwrap();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, random_id().unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn session_round_trips(at in "[A-Za-z0-9._-]{0,2000}", rt in proptest::option::of("[ -~]{0,200}"),
+                               exp in proptest::option::of(any::<u64>()), created in any::<u64>(),
+                               sub in "\\PC{0,50}") {
+            let s = Session {
+                id: "x".into(), access_token: at.as_str().into(), access_expires_at: exp,
+                refresh_token: rt.as_deref().map(SecretString::from), sub: sub.clone(), sid: None,
+                created_at: created, last_seen: created,
+            };
+            let back = Session::from_bytes(&s.to_bytes().unwrap()).unwrap();
+            prop_assert_eq!(back.access_token.expose(), at.as_str());
+            prop_assert_eq!(back.refresh_token.as_ref().map(|t| t.expose().to_owned()), rt);
+            prop_assert_eq!(back.access_expires_at, exp);
+            prop_assert_eq!(back.sub, sub);
+            prop_assert_eq!(back.created_at, created);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Session::from_bytes(&bytes);
+            let _ = Profile::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn a_live_session_never_outlives_either_limit(created in 0u64..u64::MAX / 4, used in 0u64..100_000,
+                                                      later in 0u64..100_000) {
+            let mut s = session(created);
+            s.touch(&LIMITS, created + used);
+            let now = created + used + later;
+            if s.check(&LIMITS, now).is_ok() {
+                prop_assert!(now < created + LIMITS.absolute);
+                prop_assert!(now < created + used + LIMITS.idle);
+                prop_assert!(now < s.expires_at(&LIMITS));
+            }
+        }
+    }
+}
