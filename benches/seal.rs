@@ -4,6 +4,11 @@
 //!
 //! Run: `cargo bench --bench seal` (see README "Benchmarks").
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a benchmark aborts on any failure by design"
+)]
+
 use std::hint::black_box;
 
 use base64::Engine;

@@ -300,11 +300,11 @@ impl fmt::Debug for KeyRing {
     }
 }
 
+/// A folder's keys as read, before the ring's checks, and the kid its `primary` file names.
+type DirContents = (Vec<(String, MasterKey)>, Option<String>);
+
 /// Reads every `<kid>.key` file and the `primary` file of a folder.
-fn read_dir_ring(
-    dir: &Path,
-    policy: ModePolicy,
-) -> Result<(Vec<(String, MasterKey)>, Option<String>), KeyError> {
+fn read_dir_ring(dir: &Path, policy: ModePolicy) -> Result<DirContents, KeyError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| KeyError::Io { path, source }

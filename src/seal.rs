@@ -188,7 +188,7 @@ pub fn open(ring: &KeyRing, purpose: &str, now: u64, sealed: &str) -> Result<Ope
     let header = head.get(..header_len).ok_or(OpenError::Invalid)?;
     let nonce = head
         .get(header_len..)
-        .and_then(|n| XNonce::try_from(&*n).ok())
+        .and_then(|n| XNonce::try_from(n).ok())
         .ok_or(OpenError::Invalid)?;
     let tag = Tag::try_from(&*tag).map_err(|_| OpenError::Invalid)?;
     let aad = associated_data(header, purpose);

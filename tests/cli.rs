@@ -1,0 +1,159 @@
+//! Black-box tests of the key commands: the real binary, real files, the contract's exit
+//! statuses (0 success, 2 bad keys, naming the file or kid on stderr).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly by design"
+)]
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sealgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(args)
+        .output()
+        .expect("run sealgate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+fn keygen(dir: &Path) -> String {
+    let out = sealgate(&["keygen", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn keygen_creates_a_private_primary_key_in_a_new_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nested/ring");
+    let kid = keygen(&dir);
+    assert!(
+        kid.len() >= 4
+            && kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    let key_file = dir.join(format!("{kid}.key"));
+    let text = fs::read_to_string(&key_file).unwrap();
+    assert_eq!(
+        text.trim_end().len(),
+        43,
+        "32 bytes in base64url without padding"
+    );
+    assert_eq!(fs::read_to_string(dir.join("primary")).unwrap().trim(), kid);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[test]
+fn two_phase_rotation_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let old = keygen(tmp.path());
+    // Phase 1: the new key joins the ring; the old one still seals.
+    let new = keygen(tmp.path());
+    assert_ne!(old, new);
+    let list = sealgate(&["keys", "list", "--dir", dir]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    let listed = stdout(&list);
+    assert!(listed.contains(&format!("{old}\tprimary")), "{listed}");
+    assert!(listed.lines().any(|l| l == new), "{listed}");
+
+    // Retiring the primary is refused, naming it.
+    let refused = sealgate(&["keys", "retire", "--dir", dir, &old]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains(&old), "{}", stderr(&refused));
+
+    // Phase 2: promote, then retire the old key.
+    let promoted = sealgate(&["keys", "promote", "--dir", dir, &new]);
+    assert_eq!(promoted.status.code(), Some(0), "{}", stderr(&promoted));
+    let retired = sealgate(&["keys", "retire", "--dir", dir, &old]);
+    assert_eq!(retired.status.code(), Some(0), "{}", stderr(&retired));
+    assert_eq!(
+        stdout(&sealgate(&["keys", "list", "--dir", dir])),
+        format!("{new}\tprimary")
+    );
+
+    let unknown = sealgate(&["keys", "promote", "--dir", dir, "nosuchkid"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("nosuchkid"));
+}
+
+#[cfg(unix)]
+#[test]
+fn refuses_a_world_readable_key_with_exit_2_naming_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let kid = keygen(tmp.path());
+    let file = tmp.path().join(format!("{kid}.key"));
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = sealgate(&["keys", "list", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+}
+
+#[test]
+fn refuses_a_key_of_the_wrong_length_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    keygen(tmp.path());
+    let bad = tmp.path().join("short.key");
+    fs::write(&bad, "c2hvcnQ\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = sealgate(&["keys", "list", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("short.key"), "{}", stderr(&out));
+}
+
+#[test]
+fn ring_entry_is_a_kid_and_a_43_character_key() {
+    let out = sealgate(&["keygen", "--ring-entry"]);
+    assert_eq!(out.status.code(), Some(0));
+    let entry = stdout(&out);
+    let (kid, key) = entry.split_once(':').unwrap();
+    assert!(!kid.is_empty());
+    assert_eq!(key.len(), 43);
+    assert_ne!(entry, stdout(&sealgate(&["keygen", "--ring-entry"])));
+}
+
+#[test]
+fn help_and_version() {
+    let out = sealgate(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        format!("sealgate {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = sealgate(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("keygen"));
+    let out = sealgate(&["keygen"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "keygen without --dir is a usage error"
+    );
+}
