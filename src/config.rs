@@ -57,7 +57,9 @@ pub struct Config {
 
 #[derive(Debug)]
 pub struct Oidc {
-    pub issuer: Url,
+    /// The issuer exactly as written: discovery compares it character for character
+    /// (OpenID Connect Discovery §4.3), so it is not normalized (no trailing slash added).
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
@@ -251,7 +253,7 @@ impl RawConfig {
                     if url.query().is_some() || url.fragment().is_some() {
                         return Err("must have no query or fragment".into());
                     }
-                    Ok(url)
+                    Ok(s.to_owned())
                 })
             });
         let client_id = v.required(
@@ -733,7 +735,7 @@ upstream = "ftp://x"
         let text = MINIMAL.replace("https://idp", "http://idp");
         assert_eq!(keys_of(load(&text, &[]).unwrap_err()), ["oidc.issuer"]);
         let c = load(&text, &[("SEALGATE_OIDC__ALLOW_INSECURE_HTTP", "true")]).unwrap();
-        assert_eq!(c.oidc.issuer.scheme(), "http");
+        assert_eq!(c.oidc.issuer, "http://idp.example.com");
     }
 
     #[test]

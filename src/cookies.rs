@@ -82,6 +82,9 @@ pub enum WriteError {
     /// Sealing failed.
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// The payload could not be encoded.
+    #[error("payload encoding: {0}")]
+    Encode(String),
 }
 
 /// The cookies of one request, parsed once, borrowing from the header values.

@@ -1,7 +1,7 @@
 //! Errors shared across the crate: configuration problems now, request errors and their one
 //! mapping to HTTP answers as the endpoints arrive.
 //!
-//! Uses nothing else of the crate.
+//! Uses nothing else of the crate but `reply`, to build the answers.
 
 use std::fmt;
 
@@ -35,5 +35,97 @@ impl fmt::Display for ConfigError {
             write!(f, "config: {}: {}", issue.key, issue.message)?;
         }
         Ok(())
+    }
+}
+
+/// Why a request was not served. Each variant has one answer, chosen in `into_response`
+/// with an exhaustive `match`: a new variant forces a decision. The detail strings go to
+/// logs only; the browser sees fixed words.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No valid session; the reason (missing, expired, unknown key, invalid, idle, ...) is
+    /// for logs and metrics.
+    #[error("login required ({0})")]
+    LoginRequired(&'static str),
+    /// An endpoint that needs `X-CSRF: 1` (or a same-origin proof) did not get it.
+    #[error("missing anti-forgery header")]
+    Csrf,
+    /// A malformed request (bad `returnTo`, bad query).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The login could not be completed for a reason a new login fixes: no or wrong login
+    /// transaction, a provider error answer, a refused code.
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// The provider is not reachable (or not discovered yet).
+    #[error("provider unavailable: {0}")]
+    ProviderUnavailable(String),
+    /// The provider's answer failed validation.
+    #[error("provider response invalid: {0}")]
+    ProviderInvalid(String),
+    /// The tokens are too large to keep in the allowed cookies.
+    #[error("session too large: {0}")]
+    SessionTooLarge(String),
+    /// An upstream (API or frontend dev server) could not be reached.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// An upstream did not answer within its timeout.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// No such endpoint.
+    #[error("not found")]
+    NotFound,
+    /// The endpoint exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Something that should not happen (the random generator failed).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP answer for this error.
+    pub fn into_response(self) -> http::Response<crate::reply::Body> {
+        use crate::reply::{json, page, text};
+        use http::StatusCode as S;
+        match self {
+            Error::LoginRequired(_) => json(
+                S::UNAUTHORIZED,
+                &serde_json::json!({"error": "login_required"}),
+            ),
+            Error::Csrf => json(S::FORBIDDEN, &serde_json::json!({"error": "csrf"})),
+            Error::BadRequest(what) => page(S::BAD_REQUEST, "Bad request", what),
+            Error::LoginFailed(_) => page(
+                S::BAD_REQUEST,
+                "Login failed",
+                "The login could not be completed. Please try again.",
+            ),
+            Error::ProviderUnavailable(_) => page(
+                S::SERVICE_UNAVAILABLE,
+                "Login unavailable",
+                "The identity provider could not be reached. Please try again shortly.",
+            ),
+            Error::ProviderInvalid(_) => page(
+                S::BAD_GATEWAY,
+                "Login failed",
+                "The identity provider sent an invalid answer.",
+            ),
+            Error::SessionTooLarge(_) => page(
+                S::BAD_GATEWAY,
+                "Login failed",
+                "The identity provider's tokens are too large to keep in this session.",
+            ),
+            Error::UpstreamUnavailable(_) => json(
+                S::BAD_GATEWAY,
+                &serde_json::json!({"error": "upstream_unavailable"}),
+            ),
+            Error::UpstreamTimeout => json(
+                S::GATEWAY_TIMEOUT,
+                &serde_json::json!({"error": "upstream_timeout"}),
+            ),
+            Error::NotFound => text(S::NOT_FOUND, "not found\n"),
+            Error::MethodNotAllowed => text(S::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            Error::Internal(_) => text(S::INTERNAL_SERVER_ERROR, "internal error\n"),
+        }
     }
 }

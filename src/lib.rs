@@ -3,17 +3,31 @@
 //! The browser never holds a token: sealgate keeps them in sealed (XChaCha20-Poly1305),
 //! chunked, `HttpOnly` cookies that any instance holding the key ring can open.
 //!
-//! Dependencies point one way: `cookies` and `session` build on `seal`, which builds on
-//! `keys`; `config`, `error` and `secret` sit below everything.
+//! Dependencies point one way: `server` -> `app` -> {`login`, `logout`, `user`,
+//! `frontend`, `proxy`} -> {`oidc`, `jar`} -> {`session`, `cookies`} -> `seal` -> `keys`,
+//! with `http_client` under `oidc` and `proxy`; `config`, `error`, `reply`, `secret` and
+//! `metrics` sit below everything.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod cookies;
 pub mod error;
+pub mod frontend;
+pub mod http_client;
+pub mod jar;
 pub mod keys;
+pub mod login;
+pub mod logout;
+pub mod metrics;
+pub mod oidc;
+pub mod proxy;
+pub mod reply;
 pub mod seal;
 pub mod secret;
+pub mod server;
 pub mod session;
+pub mod user;
 
 /// Entry points for the `fuzz/` targets: the logic lives here so it is built and linted
 /// with the crate, and each target stays five lines.

@@ -6,7 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use sealgate::config::{Config, ENV_CONFIG_FILE, KeySource};
 use sealgate::keys::{self, KeyError, KeyRing, ModePolicy};
 
 #[derive(Parser)]
@@ -22,6 +25,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the BFF.
+    Serve {
+        /// The configuration file (default: $SEALGATE_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and the keys, reach the provider's discovery document,
+    /// print a summary; exit 0, or 2 naming what is wrong.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Create a new random 256-bit sealing key in DIR and print its key id. The first key
     /// in a folder without keys becomes the primary; later keys only join the ring.
     Keygen {
@@ -93,7 +108,12 @@ impl From<KeyError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        other => run(other),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("sealgate: {}", f.message);
@@ -110,6 +130,107 @@ fn policy(allow_group_read: bool) -> ModePolicy {
     }
 }
 
+fn bad_config(message: String) -> Failure {
+    Failure { status: 2, message }
+}
+
+/// Reads the file named by `--config` or `$SEALGATE_CONFIG` and the environment, and
+/// loads the key ring it names: every failure here is exit status 2.
+fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
+    let path = config
+        .or_else(|| std::env::var_os(ENV_CONFIG_FILE).map(PathBuf::from))
+        .ok_or_else(|| {
+            bad_config(format!(
+                "no configuration: pass --config FILE or set {ENV_CONFIG_FILE}"
+            ))
+        })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad_config(format!("{}: {e}", path.display())))?;
+    let config = Config::load(&text, std::env::vars()).map_err(|e| bad_config(e.to_string()))?;
+    let ring = match &config.keys.source {
+        KeySource::Dir(dir) => KeyRing::load_dir(dir, policy(config.keys.allow_group_read)),
+        KeySource::Ring { ring, primary } => KeyRing::from_ring_string(ring.expose(), primary),
+    }
+    .map_err(|e| bad_config(format!("keys: {e}")))?;
+    Ok((config, ring))
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SEALGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("SEALGATE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            status: 1,
+            message: format!("runtime: {e}"),
+        })
+}
+
+fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
+    let (config, ring) = load(config)?;
+    init_logging();
+    let listen = config.listen;
+    let (app, discovery) = sealgate::app::App::new(config, ring).map_err(|e| Failure {
+        status: 1,
+        message: e.to_string(),
+    })?;
+    runtime()?.block_on(async move {
+        // Listen first: discovery runs in the background and /readyz says when it is done.
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure {
+                status: 1,
+                message: format!("listen on {listen}: {e}"),
+            })?;
+        tracing::info!(%listen, "serving");
+        tokio::spawn(discovery);
+        sealgate::server::run(app, listener, Duration::from_secs(10)).await;
+        Ok(())
+    })
+}
+
+fn check(config: Option<PathBuf>) -> Result<(), Failure> {
+    let (config, ring) = load(config)?;
+    let issuer = config.oidc.issuer.clone();
+    let summary = format!(
+        "listen {}\npublic_url {}\nissuer {}\nclient_id {}\nkeys {} (primary {})\nroutes {}\ncookies secure={} same_site={} max_chunks={}",
+        config.listen,
+        config.public_url,
+        issuer,
+        config.oidc.client_id,
+        ring.kids().count(),
+        ring.primary().kid(),
+        config.routes.len(),
+        config.cookies.secure,
+        config.cookies.same_site.as_str(),
+        config.cookies.max_chunks,
+    );
+    let settings = sealgate::app::provider_settings(&config);
+    let http = sealgate::http_client::HttpClient::new(Duration::from_secs(10), 256 * 1024)
+        .map_err(|e| Failure {
+            status: 1,
+            message: e.to_string(),
+        })?;
+    runtime()?
+        .block_on(sealgate::oidc::Provider::discover(settings, http))
+        .map_err(|e| bad_config(format!("oidc.issuer: discovery at {issuer} failed: {e}")))?;
+    println!("{summary}\nprovider discovery ok");
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     let print = |out: &mut dyn Write, text: &str| {
@@ -119,6 +240,7 @@ fn run(command: Command) -> Result<(), Failure> {
         })
     };
     match command {
+        Command::Serve { .. } | Command::Check { .. } => Ok(()),
         Command::Keygen {
             ring_entry: true, ..
         } => print(&mut out, &keys::keygen_ring_entry()?),

@@ -1,0 +1,254 @@
+//! The shared state, built once at start-up, and the one place that looks at the request
+//! path to choose an endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::watch;
+use url::Url;
+
+use crate::config::{Config, Frontend};
+use crate::cookies::RequestCookies;
+use crate::error::Error;
+use crate::http_client::{HttpClient, HttpError};
+use crate::jar::{self, Cookies, Loaded};
+use crate::keys::KeyRing;
+use crate::metrics::{Endpoint, Metrics};
+use crate::oidc::{ClientAuth, Provider, Settings};
+use crate::reply::{self, Body};
+use crate::session::Limits;
+use crate::{frontend, login, logout, user};
+
+/// How long a login that arrives before discovery finished waits for it.
+const PROVIDER_WAIT: Duration = Duration::from_secs(3);
+/// Outbound timeout for calls to the provider.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest provider answer read (token responses, discovery, JWKS, userinfo).
+const PROVIDER_MAX_BODY: usize = 256 * 1024;
+
+/// Everything a request needs, shared by all of them.
+pub struct App {
+    pub public_url: Url,
+    keys: Arc<KeyRing>,
+    pub cookies: Cookies,
+    pub limits: Limits,
+    pub http: HttpClient,
+    pub frontend: Option<Frontend>,
+    pub metrics: Metrics,
+    provider: watch::Receiver<Option<Arc<Provider>>>,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("public_url", &self.public_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the provider's discovery: retried with backoff until it succeeds.
+pub type Discovery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl App {
+    /// Builds the state and the discovery task that the caller spawns; `/readyz` answers
+    /// 503 until that task has loaded the provider's metadata.
+    pub fn new(config: Config, ring: KeyRing) -> Result<(Arc<App>, Discovery), HttpError> {
+        let http = HttpClient::new(PROVIDER_TIMEOUT, PROVIDER_MAX_BODY)?;
+        let settings = provider_settings(&config);
+        let (tx, rx) = watch::channel(None);
+        let discovery_http = http.clone();
+        let discovery: Discovery = Box::pin(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match Provider::discover(settings.clone(), discovery_http.clone()).await {
+                    Ok(p) => {
+                        tracing::info!(issuer = %p.issuer(), "provider metadata loaded");
+                        let _ = tx.send(Some(Arc::new(p)));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "provider discovery failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+        let app = App {
+            public_url: config.public_url.clone(),
+            keys: Arc::new(ring),
+            cookies: Cookies::new(
+                config.cookies.secure,
+                config.cookies.same_site,
+                config.cookies.max_chunks,
+            ),
+            limits: Limits {
+                absolute: config.session.absolute.as_secs(),
+                idle: config.session.idle.as_secs(),
+                refresh_skew: config.session.refresh_skew.as_secs(),
+            },
+            http,
+            frontend: config.frontend,
+            metrics: Metrics::default(),
+            provider: rx,
+            draining: AtomicBool::new(false),
+        };
+        Ok((Arc::new(app), discovery))
+    }
+
+    /// The current key ring.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.clone()
+    }
+
+    /// The provider, waiting briefly if discovery has not finished yet.
+    pub async fn provider(&self) -> Result<Arc<Provider>, Error> {
+        if let Ok(p) = self.provider_now() {
+            return Ok(p);
+        }
+        let mut rx = self.provider.clone();
+        let waited = tokio::time::timeout(PROVIDER_WAIT, rx.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(p)) => p.clone().ok_or_else(not_ready),
+            _ => Err(not_ready()),
+        }
+    }
+
+    /// The provider if discovery has finished.
+    pub fn provider_now(&self) -> Result<Arc<Provider>, Error> {
+        self.provider.borrow().clone().ok_or_else(not_ready)
+    }
+
+    /// Ready: keys loaded (always, once built), provider discovered, not draining.
+    pub fn is_ready(&self) -> bool {
+        self.provider.borrow().is_some() && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the instance as draining: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The request's cookies, parsed once.
+    pub fn request_cookies<'a, B>(&self, req: &'a Request<B>) -> RequestCookies<'a> {
+        RequestCookies::parse(
+            req.headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    }
+
+    /// Opens the session, counting the reason when there is none.
+    pub fn load_session(
+        &self,
+        jar: &RequestCookies<'_>,
+        ring: &KeyRing,
+        now: u64,
+    ) -> Result<Loaded, Error> {
+        jar::load(jar, ring, &self.cookies, &self.limits, now).map_err(|reason| {
+            self.metrics.rejected(reason);
+            if reason != "missing" {
+                tracing::info!(reason, "session cookie refused");
+            }
+            Error::LoginRequired(reason)
+        })
+    }
+}
+
+/// The client's settings for the provider, from the configuration.
+pub fn provider_settings(config: &Config) -> Settings {
+    let origin = config.public_url.as_str().trim_end_matches('/');
+    Settings {
+        issuer: config.oidc.issuer.clone(),
+        client_id: config.oidc.client_id.clone(),
+        client_secret: config.oidc.client_secret.clone(),
+        scopes: config.oidc.scopes.clone(),
+        // public_url was checked to be an origin, so this always parses.
+        redirect_uri: Url::parse(&format!("{origin}/bff/callback"))
+            .unwrap_or_else(|_| config.public_url.clone()),
+        post_logout_redirect_uri: config.public_url.clone(),
+        allow_insecure_http: config.oidc.allow_insecure_http,
+        client_auth: ClientAuth::Basic,
+    }
+}
+
+fn not_ready() -> Error {
+    Error::ProviderUnavailable("provider metadata not loaded yet".into())
+}
+
+/// Whether the request carries the anti-forgery header `X-CSRF: 1`. Browsers refuse to
+/// send a custom header cross-site without a CORS preflight, which sealgate never grants.
+pub fn has_csrf_header<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get("x-csrf")
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+/// Answers one request.
+pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    let is_bff = path.starts_with("/bff/");
+    let (endpoint, result) = match (req.method(), path) {
+        (&Method::GET, "/healthz") => (Endpoint::Health, Ok(reply::text(StatusCode::OK, "ok\n"))),
+        (&Method::GET, "/readyz") => (Endpoint::Health, Ok(readyz(app))),
+        (&Method::GET, "/metrics") => (Endpoint::Metrics, Ok(metrics(app))),
+        (&Method::GET, "/bff/login") => (Endpoint::Login, login::start(app, &req).await),
+        (&Method::GET, "/bff/callback") => (Endpoint::Callback, login::callback(app, &req).await),
+        (&Method::GET, "/bff/user") => (
+            Endpoint::User,
+            if has_csrf_header(&req) {
+                user::get(app, &req)
+            } else {
+                Err(Error::Csrf)
+            },
+        ),
+        (&Method::GET | &Method::POST, "/bff/logout") => {
+            (Endpoint::Logout, logout::logout(app, &req).await)
+        }
+        (_, "/bff/login" | "/bff/callback" | "/bff/user" | "/bff/logout") => {
+            (Endpoint::Other, Err(Error::MethodNotAllowed))
+        }
+        _ if is_bff => (Endpoint::Other, Err(Error::NotFound)),
+        _ => (Endpoint::Frontend, frontend::serve(app, req, peer).await),
+    };
+    let mut response = result.unwrap_or_else(|e| {
+        if matches!(e, Error::Internal(_)) {
+            tracing::error!(error = %e, "internal error");
+        }
+        e.into_response()
+    });
+    if is_bff {
+        let h = response.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    app.metrics.request(endpoint, response.status().as_u16());
+    response
+}
+
+fn readyz(app: &App) -> Response<Body> {
+    if app.is_ready() {
+        reply::text(StatusCode::OK, "ready\n")
+    } else {
+        reply::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    let mut r = Response::new(reply::full(app.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,145 @@
+//! The one outbound HTTP client (hyper-util over rustls with the ring provider): pooled
+//! connections, a timeout on every exchange, a cap on response bodies read into memory,
+//! and no redirect ever followed (a 3xx is returned as is: the SSRF guard the oauth2 crate
+//! asks of its HTTP clients).
+//!
+//! Knows nothing of OIDC or cookies; `oidc` uses it through `openidconnect`'s
+//! `AsyncHttpClient`, the proxy through `send`.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// Errors of any body, boxed.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+/// The body type of outbound requests: whole (OIDC calls) or streamed (the proxy).
+pub type OutBody = BoxBody<Bytes, BoxError>;
+
+/// Why an outbound exchange failed. None of these carries a token or a body.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No answer within the timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The exchange broke off (reset, malformed HTTP).
+    #[error("exchange failed: {0}")]
+    Exchange(String),
+    /// The response body exceeded the cap.
+    #[error("response body larger than {0} bytes")]
+    TooLarge(usize),
+    /// TLS could not be set up at start-up.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// A clonable handle on the shared connection pool.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: Client<HttpsConnector<HttpConnector>, OutBody>,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl HttpClient {
+    /// A client trusting the webpki (Mozilla) roots, speaking HTTP/1.1 and HTTP/2 (ALPN).
+    /// `timeout` bounds each whole `fetch`; `max_body` caps bodies `fetch` reads.
+    pub fn new(timeout: Duration, max_body: usize) -> Result<Self, HttpError> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| HttpError::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let inner = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self {
+            inner,
+            timeout,
+            max_body,
+        })
+    }
+
+    /// Sends a request and returns the response head with its body still streaming.
+    /// Only the wait for the head is bounded by `timeout`.
+    pub async fn send(
+        &self,
+        request: http::Request<OutBody>,
+        timeout: Duration,
+    ) -> Result<http::Response<Incoming>, HttpError> {
+        match tokio::time::timeout(timeout, self.inner.request(request)).await {
+            Err(_) => Err(HttpError::Timeout(timeout)),
+            Ok(Err(e)) if e.is_connect() => Err(HttpError::Connect(root_cause(&e))),
+            Ok(Err(e)) => Err(HttpError::Exchange(root_cause(&e))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// One whole exchange, body included, within the timeout and the body cap.
+    pub async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let body: OutBody = Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed();
+        let request = http::Request::from_parts(parts, body);
+        let exchange = async {
+            let response = self.send(request, self.timeout).await?;
+            let (parts, body) = response.into_parts();
+            let collected = Limited::new(body, self.max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        HttpError::TooLarge(self.max_body)
+                    } else {
+                        HttpError::Exchange(e.to_string())
+                    }
+                })?;
+            Ok(http::Response::from_parts(
+                parts,
+                collected.to_bytes().to_vec(),
+            ))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout(self.timeout))?
+    }
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
+    type Error = HttpError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(self.fetch(request))
+    }
+}
+
+/// The innermost cause of an error, which is where hyper puts the useful words.
+fn root_cause(e: &(dyn StdError + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

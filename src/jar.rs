@@ -1,0 +1,225 @@
+//! The session as a request carries it: which cookies sealgate owns, opening the session
+//! and profile cookies under the session policy, and the `Set-Cookie` values that write
+//! or clear them.
+//!
+//! Sits between the endpoints and {`session`, `cookies`}; knows nothing of OIDC or paths.
+
+use crate::config::SameSite;
+use crate::cookies::{CookieSpec, ReadError, RequestCookies, WriteError};
+use crate::keys::KeyRing;
+use crate::session::{Limits, Profile, Session};
+
+/// Base name of the session cookie (`Path=/`).
+const SESSION: &str = "sealgate";
+/// Base name of the profile cookie (`Path=/bff/`).
+const PROFILE: &str = "sealgate-user";
+/// Base name of login-transaction cookies, followed by 8 characters of the state.
+const TX: &str = "sealgate-tx-";
+/// Characters of the state that name a login-transaction cookie.
+pub const TX_ID_LEN: usize = 8;
+/// Most login transactions kept at once (several tabs logging in); older ones are dropped,
+/// so repeated `/bff/login` cannot grow the `Cookie` header without bound.
+pub const MAX_PENDING_LOGINS: usize = 4;
+
+/// The cookies sealgate owns, with their attributes.
+#[derive(Clone, Debug)]
+pub struct Cookies {
+    pub session: CookieSpec,
+    pub profile: CookieSpec,
+    secure: bool,
+    same_site: SameSite,
+    tx_prefix: String,
+}
+
+impl Cookies {
+    pub fn new(secure: bool, same_site: SameSite, max_chunks: usize) -> Self {
+        let tx_prefix = CookieSpec::new(TX, "/", secure, same_site, 1)
+            .name()
+            .to_owned();
+        Self {
+            session: CookieSpec::new(SESSION, "/", secure, same_site, max_chunks),
+            profile: CookieSpec::new(PROFILE, "/bff/", secure, same_site, max_chunks),
+            secure,
+            same_site,
+            tx_prefix,
+        }
+    }
+
+    /// The login-transaction cookie for `state`, or `None` when the state cannot name one.
+    /// The transaction cookie is `SameSite=Lax` whatever the session's setting: the
+    /// callback arrives by a cross-site top-level navigation from the provider, on which
+    /// browsers send `Lax` cookies but never `Strict` ones.
+    pub fn transaction(&self, state: &str) -> Option<CookieSpec> {
+        let id = state.get(..TX_ID_LEN)?;
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        let same_site = match self.same_site {
+            SameSite::None => SameSite::None,
+            SameSite::Lax | SameSite::Strict => SameSite::Lax,
+        };
+        Some(CookieSpec::new(
+            &format!("{TX}{id}"),
+            "/",
+            self.secure,
+            same_site,
+            1,
+        ))
+    }
+
+    /// The login-transaction cookies the request carries.
+    pub fn transactions(&self, jar: &RequestCookies<'_>) -> Vec<CookieSpec> {
+        let mut found: Vec<CookieSpec> = jar
+            .pairs()
+            .iter()
+            .filter_map(|(name, _)| {
+                let id = name.strip_prefix(&self.tx_prefix)?.strip_suffix(".0")?;
+                if id.len() == TX_ID_LEN {
+                    self.transaction(id)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        found.dedup_by(|a, b| a.name() == b.name());
+        found
+    }
+
+    /// Whether a cookie of this name is one of sealgate's own (never forwarded upstream).
+    pub fn is_ours(&self, name: &str) -> bool {
+        RequestCookies::is_chunk_of(name, self.session.name())
+            || RequestCookies::is_chunk_of(name, self.profile.name())
+            || name.starts_with(&self.tx_prefix)
+    }
+
+    /// Expires every chunk of the session and profile cookies the request carried.
+    pub fn clear_session(&self, jar: &RequestCookies<'_>) -> Vec<String> {
+        let mut out = self.session.clear(jar);
+        out.extend(self.profile.clear(jar));
+        out
+    }
+}
+
+/// A session that opened and is within its limits.
+#[derive(Debug)]
+pub struct Loaded {
+    pub session: Session,
+    /// Sealed under a key that is no longer primary: re-seal on the next write.
+    pub by_primary: bool,
+}
+
+/// Why no session: a label for logs and metrics.
+pub fn reason(e: ReadError) -> &'static str {
+    e.as_str()
+}
+
+/// Opens the session cookie and applies the policy (absolute and idle limits).
+pub fn load(
+    jar: &RequestCookies<'_>,
+    ring: &KeyRing,
+    cookies: &Cookies,
+    limits: &Limits,
+    now: u64,
+) -> Result<Loaded, &'static str> {
+    let opened = cookies.session.open(jar, ring, now).map_err(reason)?;
+    let session = Session::from_bytes(opened.payload()).map_err(|_| "undecodable")?;
+    session.check(limits, now).map_err(|e| match e {
+        crate::session::Ended::Absolute => "absolute",
+        crate::session::Ended::Idle => "idle",
+        crate::session::Ended::Future => "future",
+    })?;
+    Ok(Loaded {
+        session,
+        by_primary: opened.by_primary,
+    })
+}
+
+/// Opens the profile cookie; `None` unless it opens and belongs to `session`.
+pub fn load_profile(
+    jar: &RequestCookies<'_>,
+    ring: &KeyRing,
+    cookies: &Cookies,
+    session: &Session,
+    now: u64,
+) -> Option<Profile> {
+    let opened = cookies.profile.open(jar, ring, now).ok()?;
+    let profile = Profile::from_bytes(opened.payload()).ok()?;
+    profile.belongs_to(session).then_some(profile)
+}
+
+/// `Set-Cookie` values storing `session`, sealed until its policy expiry.
+pub fn write_session(
+    jar: &RequestCookies<'_>,
+    ring: &KeyRing,
+    cookies: &Cookies,
+    limits: &Limits,
+    now: u64,
+    session: &Session,
+) -> Result<Vec<String>, WriteError> {
+    let bytes = session
+        .to_bytes()
+        .map_err(|e| WriteError::Encode(e.to_string()))?;
+    cookies
+        .session
+        .seal(jar, ring, now, session.expires_at(limits), &bytes)
+}
+
+/// `Set-Cookie` values storing `profile`, sealed until the session's absolute limit (the
+/// idle limit is the session cookie's business; the profile is never read without it).
+pub fn write_profile(
+    jar: &RequestCookies<'_>,
+    ring: &KeyRing,
+    cookies: &Cookies,
+    limits: &Limits,
+    now: u64,
+    session: &Session,
+    profile: &Profile,
+) -> Result<Vec<String>, WriteError> {
+    let bytes = profile
+        .to_bytes()
+        .map_err(|e| WriteError::Encode(e.to_string()))?;
+    let until = session.created_at.saturating_add(limits.absolute);
+    cookies.profile.seal(jar, ring, now, until, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_cookies_are_named_by_state_and_found_again() {
+        let c = Cookies::new(true, SameSite::Strict, 4);
+        let spec = c.transaction("AbCdEfGh-rest-of-state").unwrap();
+        assert_eq!(spec.name(), "__Host-sealgate-tx-AbCdEfGh");
+        assert!(c.transaction("short").is_none());
+        assert!(c.transaction("a;b=c...rest").is_none());
+        let header = "__Host-sealgate-tx-AbCdEfGh.0=x; __Host-sealgate-tx-12345678.0=y; \
+                      __Host-sealgate.0=z; __Host-sealgate-tx-toolong99.0=w";
+        let jar = RequestCookies::parse([header]);
+        let names: Vec<_> = c
+            .transactions(&jar)
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["__Host-sealgate-tx-AbCdEfGh", "__Host-sealgate-tx-12345678"]
+        );
+    }
+
+    #[test]
+    fn transaction_cookie_is_lax_even_when_the_session_is_strict() {
+        let c = Cookies::new(true, SameSite::Strict, 4);
+        let jar = RequestCookies::default();
+        let ring = crate::fuzzing::ring().unwrap();
+        let set = c
+            .transaction("AbCdEfGh")
+            .unwrap()
+            .seal(&jar, ring, 0, 600, b"tx")
+            .unwrap();
+        assert!(set[0].contains("SameSite=Lax"), "{}", set[0]);
+    }
+}

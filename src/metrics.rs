@@ -1,0 +1,191 @@
+//! Counters for `/metrics`, in the Prometheus text format (exposition format 0.0.4).
+//! Every label value comes from a fixed list here, so cardinality is bounded by
+//! construction: no path, user or upstream URL ever becomes a label.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The endpoint families, as labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Login,
+    Callback,
+    User,
+    Logout,
+    Proxy,
+    Frontend,
+    Health,
+    Metrics,
+    Other,
+}
+
+const ENDPOINTS: [(Endpoint, &str); 9] = [
+    (Endpoint::Login, "login"),
+    (Endpoint::Callback, "callback"),
+    (Endpoint::User, "user"),
+    (Endpoint::Logout, "logout"),
+    (Endpoint::Proxy, "proxy"),
+    (Endpoint::Frontend, "frontend"),
+    (Endpoint::Health, "health"),
+    (Endpoint::Metrics, "metrics"),
+    (Endpoint::Other, "other"),
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Why a request had no session (see `jar::load` and `cookies::ReadError`).
+const REJECT_REASONS: [&str; 9] = [
+    "missing",
+    "expired",
+    "unknown_key",
+    "invalid",
+    "undecodable",
+    "absolute",
+    "idle",
+    "future",
+    "profile",
+];
+const REVOCATION_OUTCOMES: [&str; 3] = ["ok", "unsupported", "failed"];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; CLASSES.len()]; ENDPOINTS.len()],
+    logins_started: AtomicU64,
+    logins_ok: AtomicU64,
+    logins_failed: AtomicU64,
+    rejected: [AtomicU64; REJECT_REASONS.len()],
+    revocations: [AtomicU64; REVOCATION_OUTCOMES.len()],
+}
+
+impl Metrics {
+    pub fn request(&self, endpoint: Endpoint, status: u16) {
+        let e = ENDPOINTS
+            .iter()
+            .position(|(e, _)| *e == endpoint)
+            .unwrap_or(ENDPOINTS.len() - 1);
+        let c = usize::from(status / 100)
+            .saturating_sub(1)
+            .min(CLASSES.len() - 1);
+        if let Some(counter) = self.requests.get(e).and_then(|row| row.get(c)) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn login_started(&self) {
+        self.logins_started.fetch_add(1, Relaxed);
+    }
+
+    pub fn login_finished(&self, ok: bool) {
+        if ok {
+            &self.logins_ok
+        } else {
+            &self.logins_failed
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    /// A request without a valid session, by reason; unknown reasons count as "invalid".
+    pub fn rejected(&self, reason: &str) {
+        let i = REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(3);
+        if let Some(c) = self.rejected.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn revocation(&self, outcome: &str) {
+        let i = REVOCATION_OUTCOMES
+            .iter()
+            .position(|r| *r == outcome)
+            .unwrap_or(2);
+        if let Some(c) = self.revocations.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_requests_total Requests answered, by endpoint family and status class."
+        );
+        let _ = writeln!(out, "# TYPE sealgate_requests_total counter");
+        for ((_, name), row) in ENDPOINTS.iter().zip(&self.requests) {
+            for (class, n) in CLASSES.iter().zip(row) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "sealgate_requests_total{{endpoint=\"{name}\",code=\"{class}\"}} {n}"
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP sealgate_logins_total Logins, by outcome.");
+        let _ = writeln!(out, "# TYPE sealgate_logins_total counter");
+        let _ = writeln!(
+            out,
+            "sealgate_logins_total{{outcome=\"started\"}} {}",
+            self.logins_started.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "sealgate_logins_total{{outcome=\"ok\"}} {}",
+            self.logins_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "sealgate_logins_total{{outcome=\"failed\"}} {}",
+            self.logins_failed.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_session_rejected_total Requests without a valid session, by reason."
+        );
+        let _ = writeln!(out, "# TYPE sealgate_session_rejected_total counter");
+        for (reason, n) in REJECT_REASONS.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                out,
+                "sealgate_session_rejected_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_revocations_total Refresh token revocations at logout, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE sealgate_revocations_total counter");
+        for (outcome, n) in REVOCATION_OUTCOMES.iter().zip(&self.revocations) {
+            let _ = writeln!(
+                out,
+                "sealgate_revocations_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_with_bounded_labels() {
+        let m = Metrics::default();
+        m.request(Endpoint::User, 401);
+        m.request(Endpoint::User, 401);
+        m.request(Endpoint::Login, 302);
+        m.rejected("expired");
+        m.rejected("something-new");
+        let text = m.render();
+        assert!(
+            text.contains("sealgate_requests_total{endpoint=\"user\",code=\"4xx\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("sealgate_requests_total{endpoint=\"login\",code=\"3xx\"} 1"));
+        assert!(text.contains("sealgate_session_rejected_total{reason=\"expired\"} 1"));
+        assert!(text.contains("sealgate_session_rejected_total{reason=\"invalid\"} 1"));
+    }
+}

@@ -1,0 +1,340 @@
+// A real OpenID Provider (panva's oidc-provider 9) for sealgate's end-to-end tests and demo.
+//
+//   import { startProvider } from './op.mjs';
+//   const op = await startProvider({ clientId: 'bff', clientSecret: 's', redirectUris: [...] });
+//   ... op.issuer, op.stats ...; await op.close();
+//
+// or, for the demo:  node tests/e2e/op.mjs --port 9000 --client-id bff --client-secret S \
+//   --redirect-uri http://127.0.0.1:8080/bff/callback --post-logout-redirect-uri http://127.0.0.1:8080/
+//
+// Logins go through oidc-provider's built-in development login and consent forms
+// (devInteractions): any username with any password logs in.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+
+import { exportJWK, generateKeyPair } from 'jose';
+
+const DEBUG = Boolean(process.env.DEBUG);
+
+// oidc-provider prints "NOTICE/WARNING: development-only feature ..." lines (and, on Node 20,
+// "Unsupported runtime": version 9 wants Node 22, yet works on 20) through console.info and
+// console.warn. They are expected for a test provider, so hide them unless DEBUG is set. The
+// filter must be in place before oidc-provider is evaluated, hence the dynamic import below.
+if (!DEBUG) {
+  for (const level of ['info', 'warn']) {
+    const original = console[level].bind(console);
+    console[level] = (...args) => {
+      if (typeof args[0] === 'string' && args[0].startsWith('oidc-provider ')) return;
+      original(...args);
+    };
+  }
+}
+const { default: Provider } = await import('oidc-provider');
+
+// A per-provider in-memory adapter. oidc-provider's own memory adapter cannot list what it
+// holds; this one can, so a test can revoke every refresh token "at the provider".
+function memoryAdapter() {
+  const items = new Map(); // 'Model:id' -> { payload, expiresAt }
+  const grants = new Map(); // grantId -> Set of 'Model:id'
+  const uids = new Map(); // session uid -> id
+  const userCodes = new Map();
+
+  const live = (key) => {
+    const item = items.get(key);
+    if (!item) return undefined;
+    if (item.expiresAt && item.expiresAt < Date.now()) {
+      items.delete(key);
+      return undefined;
+    }
+    return item.payload;
+  };
+
+  class MemoryAdapter {
+    constructor(model) { this.model = model; }
+
+    key(id) { return `${this.model}:${id}`; }
+
+    async upsert(id, payload, expiresIn) {
+      const key = this.key(id);
+      items.set(key, { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : undefined });
+      if (payload.grantId) {
+        if (!grants.has(payload.grantId)) grants.set(payload.grantId, new Set());
+        grants.get(payload.grantId).add(key);
+      }
+      if (this.model === 'Session' && payload.uid) uids.set(payload.uid, id);
+      if (payload.userCode) userCodes.set(payload.userCode, id);
+    }
+
+    async find(id) { return live(this.key(id)); }
+
+    async findByUid(uid) { return uids.has(uid) ? this.find(uids.get(uid)) : undefined; }
+
+    async findByUserCode(code) { return userCodes.has(code) ? this.find(userCodes.get(code)) : undefined; }
+
+    async consume(id) {
+      const payload = live(this.key(id));
+      if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+    }
+
+    async destroy(id) { items.delete(this.key(id)); }
+
+    async revokeByGrantId(grantId) {
+      for (const key of grants.get(grantId) ?? []) items.delete(key);
+      grants.delete(grantId);
+    }
+  }
+
+  // Every live stored entry of one model: [{ id, payload }].
+  MemoryAdapter.entries = (model) => [...items.keys()]
+    .filter((k) => k.startsWith(`${model}:`) && live(k))
+    .map((k) => ({ id: k.slice(model.length + 1), payload: live(k) }));
+
+  return MemoryAdapter;
+}
+
+function defaultClaims(username) {
+  const given = username.charAt(0).toUpperCase() + username.slice(1);
+  return {
+    name: `${given} Example`,
+    given_name: given,
+    family_name: 'Example',
+    preferred_username: username,
+    email: `${username}@example.com`,
+    email_verified: true,
+  };
+}
+
+// How the client authenticated at the token/revocation endpoint, for assertions.
+function clientAuthOf(req, body) {
+  if (/^basic /i.test(req.headers.authorization ?? '')) return 'client_secret_basic';
+  if (body?.client_secret !== undefined) return 'client_secret_post';
+  if (body?.client_assertion !== undefined) return 'private_key_jwt_or_secret_jwt';
+  return 'none';
+}
+
+/**
+ * Start oidc-provider on 127.0.0.1.
+ * @returns {Promise<{ issuer: string, port: number, provider: Provider, stats: object,
+ *   revokeRefreshTokens(accountId?: string): Promise<number>, close(): Promise<void> }>}
+ */
+export async function startProvider({
+  clientId = 'bff',
+  clientSecret = 'bff-secret-for-tests-only',
+  redirectUris = ['http://127.0.0.1:8080/bff/callback'],
+  postLogoutRedirectUris = ['http://127.0.0.1:8080/'],
+  accessTokenTTL = 300,
+  idTokenTTL = 3600,
+  refreshTokenTTL = 14 * 24 * 3600,
+  accounts, // { username: { claims... } }; undefined = any username logs in
+  conformIdTokenClaims = false,
+  port = 0,
+} = {}) {
+  // Listen first: the issuer must contain the real port, and port 0 picks a free one.
+  const server = http.createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  const actualPort = server.address().port;
+  const issuer = `http://127.0.0.1:${actualPort}`;
+
+  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const signingKey = { ...(await exportJWK(privateKey)), kid: 'op-rs256', alg: 'RS256', use: 'sig' };
+
+  const stats = {
+    authorizationCodeGrants: 0,
+    authorizationCodeFailures: 0,
+    refreshGrants: 0,
+    refreshFailures: 0,
+    revocations: 0, // successful (200) calls of the revocation endpoint
+    revokedRefreshTokens: 0, // of those, calls that found and revoked a refresh token
+    endSessions: 0,
+    userinfoRequests: 0,
+    authorizationRequests: [], // raw query parameters of every GET /auth (not resumes)
+    tokenRequests: [], // { grantType, clientAuth, status } of every POST /token
+    lastError: undefined, // the last grant error, for debugging failed assertions
+  };
+
+  const Adapter = memoryAdapter();
+
+  const provider = new Provider(issuer, {
+    adapter: Adapter,
+    clients: [{
+      client_id: clientId,
+      client_secret: clientSecret,
+      redirect_uris: redirectUris,
+      post_logout_redirect_uris: postLogoutRedirectUris,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    }],
+    jwks: { keys: [signingKey] },
+    cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+    // Only confidential clients with basic auth exist here.
+    clientAuthMethods: ['client_secret_basic'],
+    // PKCE on every authorization request (oidc-provider 9 only knows S256 anyway).
+    pkce: { required: () => true },
+    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+      email: ['email', 'email_verified'],
+    },
+    // oidc-provider's default puts only `sub` in an ID token issued next to an access token
+    // (the rest is for userinfo). Most providers (Keycloak, Entra, Auth0) include the scope
+    // claims in the ID token, so that is the default here; pass true for the strict behaviour.
+    conformIdTokenClaims,
+    // A refresh token for our client whenever it may use the refresh_token grant. The stock
+    // rule also needs offline_access among the granted scopes, but oidc-provider drops
+    // offline_access from every authorization request that lacks prompt=consent (OpenID
+    // Connect Core 11), so a BFF that does not force a consent screen on each login would get
+    // no refresh token at all. Whether offline_access was requested is still visible in
+    // stats.authorizationRequests.
+    issueRefreshToken: async (ctx, client, source) => (client.clientId === clientId
+      ? client.grantTypeAllowed('refresh_token')
+      : client.grantTypeAllowed('refresh_token') && source.scopes.has('offline_access')),
+    // Rotate on every use: a reused (already rotated) refresh token then fails, and
+    // oidc-provider also revokes the whole grant when that happens.
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: accessTokenTTL,
+      IdToken: idTokenTTL,
+      RefreshToken: refreshTokenTTL,
+    },
+    features: {
+      devInteractions: { enabled: true }, // the built-in login and consent forms
+      revocation: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      userinfo: { enabled: true },
+      // Not needed here; keeps discovery to what a BFF uses.
+      pushedAuthorizationRequests: { enabled: false },
+      // The `iss` authorization response parameter (RFC 9207) is always on in oidc-provider 9
+      // for non-JARM responses, and discovery always advertises
+      // authorization_response_iss_parameter_supported: true. Nothing to enable.
+    },
+    async findAccount(ctx, sub) {
+      if (accounts && !Object.hasOwn(accounts, sub)) return undefined;
+      return {
+        accountId: sub,
+        async claims() {
+          return { ...defaultClaims(sub), ...(accounts?.[sub] ?? {}), sub };
+        },
+      };
+    },
+  });
+
+  // Koa would print unexpected errors; oidc-provider reports them as events anyway.
+  provider.silent = !DEBUG;
+  if (DEBUG) provider.on('server_error', (ctx, err) => console.error('op server_error', err));
+
+  provider.on('grant.success', (ctx) => {
+    const gt = ctx.oidc.params.grant_type;
+    if (gt === 'authorization_code') stats.authorizationCodeGrants++;
+    if (gt === 'refresh_token') stats.refreshGrants++;
+  });
+  provider.on('grant.error', (ctx, err) => {
+    const gt = ctx.oidc?.params?.grant_type;
+    stats.lastError = `${gt}: ${err.message} ${err.error_description ?? ''}`.trim();
+    if (gt === 'authorization_code') stats.authorizationCodeFailures++;
+    if (gt === 'refresh_token') stats.refreshFailures++;
+    if (DEBUG) console.error('op grant.error', stats.lastError);
+  });
+  provider.on('end_session.success', () => { stats.endSessions++; });
+
+  // There is no "revocation.success" event in oidc-provider 9, so count at the HTTP level.
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'GET' && ctx.path === '/auth') {
+      stats.authorizationRequests.push(Object.fromEntries(new URLSearchParams(ctx.querystring)));
+    }
+    await next();
+    if (ctx.method === 'POST' && ctx.path === '/token') {
+      const body = ctx.oidc?.body ?? {};
+      stats.tokenRequests.push({ grantType: body.grant_type, clientAuth: clientAuthOf(ctx.req, body), status: ctx.status });
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token/revocation' && ctx.status === 200) {
+      stats.revocations++;
+      if (ctx.oidc?.entities?.RefreshToken) stats.revokedRefreshTokens++;
+    }
+    if (ctx.path === '/me' && ctx.status === 200) stats.userinfoRequests++;
+  });
+
+  // The development login form accepts any username. With `accounts`, refuse unknown ones the
+  // way a real login page does: show the form again (otherwise oidc-provider answers 500 later,
+  // when findAccount finds nobody). The body is read here and handed on pre-parsed.
+  if (accounts) {
+    provider.use(async (ctx, next) => {
+      if (ctx.method === 'POST' && /^\/interaction\/[^/]+$/.test(ctx.path)) {
+        const chunks = [];
+        for await (const c of ctx.req) chunks.push(c);
+        const raw = Buffer.concat(chunks).toString();
+        const form = new URLSearchParams(raw);
+        if (form.get('prompt') === 'login' && !Object.hasOwn(accounts, form.get('login') ?? '')) {
+          ctx.status = 303;
+          ctx.redirect(ctx.path);
+          return;
+        }
+        ctx.req.body = raw;
+      }
+      await next();
+    });
+  }
+
+  server.on('request', provider.callback());
+
+  // Simulate "the refresh token was revoked at the provider" (admin action, password reset).
+  async function revokeRefreshTokens(accountId) {
+    let n = 0;
+    for (const { id, payload } of Adapter.entries('RefreshToken')) {
+      if (accountId !== undefined && payload.accountId !== accountId) continue;
+      await new Adapter('RefreshToken').destroy(id);
+      n++;
+    }
+    return n;
+  }
+
+  async function close() {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(() => resolve()));
+  }
+
+  return { issuer, port: actualPort, provider, stats, revokeRefreshTokens, close };
+}
+
+// ---- command line (the demo) --------------------------------------------------------------
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string', default: '9000' },
+      'client-id': { type: 'string', default: 'bff' },
+      'client-secret': { type: 'string' },
+      'redirect-uri': { type: 'string', multiple: true },
+      'post-logout-redirect-uri': { type: 'string', multiple: true },
+      'access-token-ttl': { type: 'string', default: '300' },
+    },
+  });
+  const secret = values['client-secret'] ?? process.env.OP_CLIENT_SECRET;
+  if (!secret || !values['redirect-uri']) {
+    console.error('usage: node op.mjs [--port 9000] [--client-id bff] --client-secret S '
+      + '--redirect-uri URL [--post-logout-redirect-uri URL] [--access-token-ttl 300]');
+    process.exit(2);
+  }
+  const op = await startProvider({
+    port: Number(values.port),
+    clientId: values['client-id'],
+    clientSecret: secret,
+    redirectUris: values['redirect-uri'],
+    postLogoutRedirectUris: values['post-logout-redirect-uri'] ?? [],
+    accessTokenTTL: Number(values['access-token-ttl']),
+  });
+  console.log(op.issuer);
+  const stop = async () => {
+    await op.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
