@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::config::{Config, Frontend};
+use crate::config::{Config, Frontend, Route};
 use crate::cookies::RequestCookies;
 use crate::error::Error;
 use crate::http_client::{HttpClient, HttpError};
@@ -20,9 +20,11 @@ use crate::jar::{self, Cookies, Loaded};
 use crate::keys::KeyRing;
 use crate::metrics::{Endpoint, Metrics};
 use crate::oidc::{ClientAuth, Provider, Settings};
+use crate::refresh::{Outcome, Refresher, Role};
 use crate::reply::{self, Body};
 use crate::session::Limits;
-use crate::{frontend, login, logout, user};
+use crate::session::Session;
+use crate::{frontend, login, logout, proxy, user};
 
 /// How long a login that arrives before discovery finished waits for it.
 const PROVIDER_WAIT: Duration = Duration::from_secs(3);
@@ -39,7 +41,10 @@ pub struct App {
     pub limits: Limits,
     pub http: HttpClient,
     pub frontend: Option<Frontend>,
+    /// Longest prefix first.
+    pub routes: Vec<Route>,
     pub metrics: Metrics,
+    refresher: Refresher,
     provider: watch::Receiver<Option<Arc<Provider>>>,
     draining: AtomicBool,
 }
@@ -95,7 +100,9 @@ impl App {
             },
             http,
             frontend: config.frontend,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(config.routes.iter().map(|r| r.prefix.clone()).collect()),
+            routes: config.routes,
+            refresher: Refresher::default(),
             provider: rx,
             draining: AtomicBool::new(false),
         };
@@ -143,6 +150,36 @@ impl App {
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
         )
+    }
+
+    /// Refreshes the session's access token: one grant per refresh token on this instance,
+    /// shared by concurrent and shortly later requests (see `refresh`).
+    pub async fn refresh(&self, session: &Session) -> Outcome {
+        let Some(rt) = session.refresh_token.clone() else {
+            return Outcome::Fatal;
+        };
+        let Ok(provider) = self.provider().await else {
+            self.metrics.refresh("transient");
+            return Outcome::Transient;
+        };
+        let (outcome, role) = self
+            .refresher
+            .refresh(&rt, || {
+                let rt = rt.clone();
+                async move { provider.refresh(&rt).await }
+            })
+            .await;
+        let label = match (&outcome, role) {
+            (Outcome::Refreshed(_), Role::Leader) => "ok",
+            (Outcome::Refreshed(_), Role::Follower) => "shared",
+            (Outcome::Fatal, _) => "fatal",
+            (Outcome::Transient, _) => "transient",
+        };
+        self.metrics.refresh(label);
+        if role == Role::Leader {
+            tracing::info!(outcome = label, "access token refresh");
+        }
+        outcome
     }
 
     /// Opens the session, counting the reason when there is none.
@@ -195,6 +232,7 @@ pub fn has_csrf_header<B>(req: &Request<B>) -> bool {
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let is_bff = path.starts_with("/bff/");
+    let mut route_index = None;
     let (endpoint, result) = match (req.method(), path) {
         (&Method::GET, "/healthz") => (Endpoint::Health, Ok(reply::text(StatusCode::OK, "ok\n"))),
         (&Method::GET, "/readyz") => (Endpoint::Health, Ok(readyz(app))),
@@ -216,7 +254,18 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             (Endpoint::Other, Err(Error::MethodNotAllowed))
         }
         _ if is_bff => (Endpoint::Other, Err(Error::NotFound)),
-        _ => (Endpoint::Frontend, frontend::serve(app, req, peer).await),
+        _ => match app
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| path.starts_with(&r.prefix))
+        {
+            Some((i, route)) => {
+                route_index = Some(i);
+                (Endpoint::Proxy, proxy::api(app, req, peer, route).await)
+            }
+            None => (Endpoint::Frontend, frontend::serve(app, req, peer).await),
+        },
     };
     let mut response = result.unwrap_or_else(|e| {
         if matches!(e, Error::Internal(_)) {
@@ -233,6 +282,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         );
     }
     app.metrics.request(endpoint, response.status().as_u16());
+    if let Some(i) = route_index {
+        app.metrics.proxied(i, response.status().as_u16());
+    }
     response
 }
 

@@ -97,10 +97,26 @@ pub struct Session {
     pub refresh_skew: Duration,
 }
 
+/// Whether a route sends the access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenMode {
+    /// A session is required (401 without); its token is sent. The default.
+    Required,
+    /// The token is sent when there is a session; without one the call goes anonymously.
+    Optional,
+    /// No token is ever sent (a public upstream behind the same origin).
+    None,
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub prefix: String,
     pub upstream: Url,
+    /// Remove the prefix from the path before forwarding (default false).
+    pub strip_prefix: bool,
+    pub token: TokenMode,
+    /// How long the upstream may take to start answering (default 30s).
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -174,6 +190,10 @@ struct RawSession {
 struct RawRoute {
     prefix: String,
     upstream: String,
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    strip_prefix: Option<bool>,
+    token: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -367,13 +387,41 @@ impl RawConfig {
                     "must start with / and not be under /bff/",
                 );
             }
-            if let Some(upstream) = v.parse(&format!("{key}.upstream"), &r.upstream, http_url) {
+            let token = match r.token.as_deref() {
+                None | Some("required") => TokenMode::Required,
+                Some("optional") => TokenMode::Optional,
+                Some("none") => TokenMode::None,
+                Some(other) => {
+                    v.push(
+                        &format!("{key}.token"),
+                        format!("{other:?} is not one of required, optional, none"),
+                    );
+                    TokenMode::Required
+                }
+            };
+            let timeout = duration(&mut v, &format!("{key}.timeout"), r.timeout, "30s");
+            if let (Some(upstream), Some(timeout)) = (
+                v.parse(&format!("{key}.upstream"), &r.upstream, http_url),
+                timeout,
+            ) {
                 routes.push(Route {
                     prefix: r.prefix,
                     upstream,
+                    strip_prefix: r.strip_prefix.unwrap_or(false),
+                    token,
+                    timeout,
                 });
             }
         }
+        if let Some(dup) = routes
+            .iter()
+            .enumerate()
+            .find(|(i, r)| routes.iter().take(*i).any(|o| o.prefix == r.prefix))
+        {
+            v.push(&format!("routes[{}].prefix", dup.0), "is given twice");
+        }
+        // Longest prefix wins: keep them longest first, so the first match is the one.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let frontend = match self.frontend {
             None => None,
             Some(RawFrontend {
@@ -754,6 +802,26 @@ upstream = "ftp://x"
     }
 
     #[test]
+    fn routes_are_ordered_longest_prefix_first_with_options() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\nprefix = \"/api/\"\nupstream = \"http://a\"\n\
+             [[routes]]\nprefix = \"/api/admin/\"\nupstream = \"https://b\"\nstrip_prefix = true\ntoken = \"optional\"\ntimeout = \"5s\"\n"
+        );
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.routes[0].prefix, "/api/admin/");
+        assert!(c.routes[0].strip_prefix);
+        assert_eq!(c.routes[0].token, TokenMode::Optional);
+        assert_eq!(c.routes[0].timeout, Duration::from_secs(5));
+        let bad = format!(
+            "{MINIMAL}\n[[routes]]\nprefix = \"/a/\"\nupstream = \"http://a\"\ntoken = \"sometimes\"\n\
+             [[routes]]\nprefix = \"/a/\"\nupstream = \"http://b\"\n"
+        );
+        let keys = keys_of(load(&bad, &[]).unwrap_err());
+        assert!(keys.contains(&"routes[0].token".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"routes[1].prefix".to_owned()), "{keys:?}");
+    }
+
+    #[test]
     fn routes_and_frontend() {
         let text = format!(
             "{MINIMAL}\n[[routes]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:9100\"\n[frontend]\nstatic_dir = \"web/dist\"\n"
@@ -761,6 +829,9 @@ upstream = "ftp://x"
         let c = load(&text, &[]).unwrap();
         assert_eq!(c.routes.len(), 1);
         assert_eq!(c.routes[0].prefix, "/api/");
+        assert_eq!(c.routes[0].token, TokenMode::Required);
+        assert!(!c.routes[0].strip_prefix);
+        assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
         assert!(matches!(c.frontend, Some(Frontend::StaticDir(_))));
         let both = format!("{MINIMAL}\n[frontend]\nstatic_dir = \"a\"\nupstream = \"http://x\"\n");
         assert_eq!(keys_of(load(&both, &[]).unwrap_err()), ["frontend"]);

@@ -47,6 +47,18 @@ pub enum Error {
     /// for logs and metrics.
     #[error("login required ({0})")]
     LoginRequired(&'static str),
+    /// The session ended while serving the request (the refresh token is dead, or the
+    /// access token expired with no way to refresh): 401, and these `Set-Cookie` values
+    /// clear the session's cookies.
+    #[error("session ended ({reason})")]
+    SessionEnded {
+        reason: &'static str,
+        clear: Vec<String>,
+    },
+    /// The access token needs a refresh and the provider cannot be reached: 503, and the
+    /// session is kept for a later try.
+    #[error("refresh unavailable")]
+    RefreshUnavailable,
     /// An endpoint that needs `X-CSRF: 1` (or a same-origin proof) did not get it.
     #[error("missing anti-forgery header")]
     Csrf,
@@ -92,6 +104,18 @@ impl Error {
             Error::LoginRequired(_) => json(
                 S::UNAUTHORIZED,
                 &serde_json::json!({"error": "login_required"}),
+            ),
+            Error::SessionEnded { clear, .. } => {
+                let mut r = json(
+                    S::UNAUTHORIZED,
+                    &serde_json::json!({"error": "login_required"}),
+                );
+                crate::reply::set_cookies(&mut r, clear);
+                r
+            }
+            Error::RefreshUnavailable => json(
+                S::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "provider_unavailable"}),
             ),
             Error::Csrf => json(S::FORBIDDEN, &serde_json::json!({"error": "csrf"})),
             Error::BadRequest(what) => page(S::BAD_REQUEST, "Bad request", what),

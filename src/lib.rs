@@ -22,6 +22,7 @@ pub mod logout;
 pub mod metrics;
 pub mod oidc;
 pub mod proxy;
+pub mod refresh;
 pub mod reply;
 pub mod seal;
 pub mod secret;

@@ -44,9 +44,16 @@ const REJECT_REASONS: [&str; 9] = [
     "profile",
 ];
 const REVOCATION_OUTCOMES: [&str; 3] = ["ok", "unsupported", "failed"];
+/// Refresh outcomes: `ok` ran a grant, `shared` reused one (single flight or grace).
+const REFRESH_OUTCOMES: [&str; 4] = ["ok", "shared", "fatal", "transient"];
+const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Route prefixes from the configuration: the only route labels there can be.
+    routes: Vec<(String, [AtomicU64; CLASSES.len()])>,
+    refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
+    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
     requests: [[AtomicU64; CLASSES.len()]; ENDPOINTS.len()],
     logins_started: AtomicU64,
     logins_ok: AtomicU64,
@@ -56,6 +63,35 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counters for these routes (their prefixes label them).
+    pub fn new(route_prefixes: Vec<String>) -> Self {
+        Self {
+            routes: route_prefixes
+                .into_iter()
+                .map(|p| (p, Default::default()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A proxied request on route `index` answered with `status`.
+    pub fn proxied(&self, index: usize, status: u16) {
+        let c = usize::from(status / 100)
+            .saturating_sub(1)
+            .min(CLASSES.len() - 1);
+        if let Some(counter) = self.routes.get(index).and_then(|(_, row)| row.get(c)) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn refresh(&self, outcome: &str) {
+        count(&self.refreshes, &REFRESH_OUTCOMES, outcome);
+    }
+
+    pub fn upstream_error(&self, kind: &str) {
+        count(&self.upstream_errors, &UPSTREAM_ERRORS, kind);
+    }
+
     pub fn request(&self, endpoint: Endpoint, status: u16) {
         let e = ENDPOINTS
             .iter()
@@ -106,6 +142,44 @@ impl Metrics {
     /// The text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_proxied_requests_total Proxied API requests, by route prefix and status class."
+        );
+        let _ = writeln!(out, "# TYPE sealgate_proxied_requests_total counter");
+        for (prefix, row) in &self.routes {
+            for (class, n) in CLASSES.iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "sealgate_proxied_requests_total{{route=\"{prefix}\",code=\"{class}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_refreshes_total Access token refreshes, by outcome (shared: joined another request's refresh)."
+        );
+        let _ = writeln!(out, "# TYPE sealgate_refreshes_total counter");
+        for (outcome, n) in REFRESH_OUTCOMES.iter().zip(&self.refreshes) {
+            let _ = writeln!(
+                out,
+                "sealgate_refreshes_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_upstream_errors_total Upstream failures, by kind."
+        );
+        let _ = writeln!(out, "# TYPE sealgate_upstream_errors_total counter");
+        for (kind, n) in UPSTREAM_ERRORS.iter().zip(&self.upstream_errors) {
+            let _ = writeln!(
+                out,
+                "sealgate_upstream_errors_total{{kind=\"{kind}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP sealgate_requests_total Requests answered, by endpoint family and status class."
@@ -164,6 +238,14 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+fn count<const N: usize>(counters: &[AtomicU64; N], labels: &[&str; N], label: &str) {
+    if let Some(i) = labels.iter().position(|l| *l == label)
+        && let Some(c) = counters.get(i)
+    {
+        c.fetch_add(1, Relaxed);
     }
 }
 

@@ -11,11 +11,16 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use url::Url;
 
-use crate::app::App;
+use crate::app::{App, has_csrf_header};
+use crate::config::{Route, TokenMode};
 use crate::error::Error;
 use crate::http_client::HttpError;
+use crate::jar;
+use crate::oidc::now_secs;
+use crate::refresh::Outcome;
 use crate::reply::{self, Body};
 use crate::secret::SecretString;
+use crate::session::AccessState;
 
 /// Where and how to forward one request.
 #[derive(Debug)]
@@ -42,12 +47,114 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-pub async fn forward(
+/// A call to an API route: `X-CSRF: 1` required, the session opened, the access token
+/// refreshed first when it is expired or about to be (once per refresh token, see
+/// `refresh`), then forwarded with `Authorization: Bearer`. When the session was
+/// re-sealed, the new cookies ride on the upstream's answer.
+pub async fn api(
     app: &App,
     req: Request<Incoming>,
     peer: SocketAddr,
+    route: &Route,
+) -> Result<Response<Body>, Error> {
+    // Browsers cannot put headers on a WebSocket handshake, but they always send Origin
+    // on it: a handshake is served only from the SPA's own origin (cross-site WebSocket
+    // hijacking). Every other call needs X-CSRF: 1.
+    let allowed = if is_websocket(&req) {
+        same_origin(app, &req)
+    } else {
+        has_csrf_header(&req)
+    };
+    if !allowed {
+        return Err(Error::Csrf);
+    }
+    let (bearer, set_cookies) = authorize(app, &req, route.token).await?;
+    let target = Target {
+        base: &route.upstream,
+        strip_prefix: route.strip_prefix.then_some(route.prefix.as_str()),
+        bearer: bearer.as_ref(),
+        timeout: route.timeout,
+    };
+    let result = forward(app, req, peer, target).await;
+    match &result {
+        Err(Error::UpstreamTimeout) => app.metrics.upstream_error("timeout"),
+        Err(Error::UpstreamUnavailable(_)) => app.metrics.upstream_error("unavailable"),
+        _ => {}
+    }
+    let mut response = result?;
+    if !set_cookies.is_empty() {
+        reply::set_cookies(&mut response, set_cookies);
+        // A shared cache must never store an answer that sets session cookies.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
+}
+
+/// The token to send and the `Set-Cookie` values to add, per the route's token mode.
+async fn authorize(
+    app: &App,
+    req: &Request<Incoming>,
+    mode: TokenMode,
+) -> Result<(Option<SecretString>, Vec<String>), Error> {
+    if mode == TokenMode::None {
+        return Ok((None, Vec::new()));
+    }
+    let jar = app.request_cookies(req);
+    let ring = app.keys();
+    let now = now_secs();
+    let mut loaded = match app.load_session(&jar, &ring, now) {
+        Ok(l) => l,
+        Err(_) if mode == TokenMode::Optional => return Ok((None, Vec::new())),
+        Err(e) => return Err(e),
+    };
+    let session = &mut loaded.session;
+    let mut dirty = !loaded.by_primary;
+    match session.access_state(&app.limits, now) {
+        AccessState::Valid => {}
+        AccessState::Dead => {
+            return Err(Error::SessionEnded {
+                reason: "access token expired, no refresh token",
+                clear: app.cookies.clear_session(&jar),
+            });
+        }
+        AccessState::Refresh => match app.refresh(session).await {
+            Outcome::Refreshed(tokens) => {
+                session.access_token = tokens.access_token.clone();
+                session.access_expires_at = tokens.access_expires_at;
+                if let Some(rt) = &tokens.refresh_token {
+                    session.refresh_token = Some(rt.clone());
+                }
+                dirty = true;
+            }
+            Outcome::Fatal => {
+                return Err(Error::SessionEnded {
+                    reason: "refresh token refused",
+                    clear: app.cookies.clear_session(&jar),
+                });
+            }
+            Outcome::Transient => return Err(Error::RefreshUnavailable),
+        },
+    }
+    dirty |= session.touch(&app.limits, now);
+    let set_cookies = if dirty {
+        jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session)
+            .map_err(|e| Error::Internal(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    Ok((Some(loaded.session.access_token), set_cookies))
+}
+
+pub async fn forward(
+    app: &App,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
     target: Target<'_>,
 ) -> Result<Response<Body>, Error> {
+    let websocket = is_websocket(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let uri = upstream_uri(target.base, &parts.uri, target.strip_prefix)?;
     let mut headers = parts.headers;
@@ -64,6 +171,10 @@ pub async fn forward(
         headers.insert(header::AUTHORIZATION, value);
     }
     set_forwarded(app, &mut headers, peer, original_host);
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
 
     let mut upstream = Request::new(reply::boxed(body));
     *upstream.method_mut() = parts.method;
@@ -77,9 +188,58 @@ pub async fn forward(
             HttpError::Timeout(_) => Error::UpstreamTimeout,
             other => Error::UpstreamUnavailable(other.to_string()),
         })?;
+    if let Some(client_upgrade) = client_upgrade
+        && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        return Ok(tunnel(client_upgrade, response));
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, reply::boxed(body)))
+}
+
+/// Answers the client's handshake with the upstream's 101 and, once both sides have
+/// switched protocols, copies bytes both ways until either closes.
+fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Response<Incoming>) -> Response<Body> {
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream_upgrade) {
+            Ok((client, upstream)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "websocket tunnel closed");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let (parts, _) = upstream.into_parts();
+    // The 101 keeps its Connection and Upgrade headers: they are the handshake.
+    Response::from_parts(parts, reply::empty())
+}
+
+/// Whether the request is a WebSocket handshake (RFC 6455 §4.1).
+fn is_websocket<B>(req: &Request<B>) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method() == http::Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+}
+
+/// Whether the request's `Origin` is the SPA's own (the configured public URL).
+fn same_origin<B>(app: &App, req: &Request<B>) -> bool {
+    let ours = app.public_url.origin().ascii_serialization();
+    req.headers()
+        .get(header::ORIGIN)
+        .is_some_and(|o| o.as_bytes() == ours.as_bytes())
 }
 
 /// `base` + the request path (less `strip_prefix`) + the request query.
