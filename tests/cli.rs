@@ -157,3 +157,71 @@ fn help_and_version() {
         "keygen without --dir is a usage error"
     );
 }
+
+fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let path = dir.join("sealgate.toml");
+    fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn serve_refuses_bad_configuration_with_exit_2_naming_each_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(
+        tmp.path(),
+        "public_url = \"https://app.example.com/x\"\n[oidc]\nissuer = \"http://idp.example.com\"\nclient_id = \"bff\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("SEALGATE_OIDC__CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for key in ["public_url", "oidc.issuer", "oidc.client_secret"] {
+        assert!(err.lines().any(|l| l.contains(&format!("config: {key}:"))), "{key} missing in: {err}");
+    }
+}
+
+#[test]
+fn serve_refuses_missing_config_file_and_bad_keys_with_exit_2() {
+    let out = sealgate(&["serve", "--config", "/nonexistent/sealgate.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/sealgate.toml"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "public_url = \"https://app.example.com\"\n[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"bff\"\nclient_secret = \"s\"\n[keys]\ndir = \"{}\"\n",
+            tmp.path().join("empty-ring").display()
+        ),
+    );
+    fs::create_dir(tmp.path().join("empty-ring")).unwrap();
+    let out = sealgate(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("keys:"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_fails_with_exit_2_when_discovery_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    keygen(&keys);
+    // A port nothing listens on: bind one, then drop it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "public_url = \"http://127.0.0.1:1\"\n[oidc]\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n[keys]\ndir = \"{}\"\n",
+            keys.display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["check"])
+        .env("SEALGATE_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("oidc.issuer"), "{}", stderr(&out));
+}
