@@ -2,8 +2,9 @@
 //! path to choose an endpoint.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -12,12 +13,12 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::config::{Config, Frontend, Route};
+use crate::config::{Config, Frontend, KeySource, Route};
 use crate::cookies::RequestCookies;
 use crate::error::Error;
 use crate::http_client::{HttpClient, HttpError};
 use crate::jar::{self, Cookies, Loaded};
-use crate::keys::KeyRing;
+use crate::keys::{self, KeyError, KeyRing, ModePolicy};
 use crate::metrics::{Endpoint, Metrics};
 use crate::oidc::{ClientAuth, Provider, Settings};
 use crate::refresh::{Outcome, Refresher, Role};
@@ -36,7 +37,9 @@ const PROVIDER_MAX_BODY: usize = 256 * 1024;
 /// Everything a request needs, shared by all of them.
 pub struct App {
     pub public_url: Url,
-    keys: Arc<KeyRing>,
+    keys: RwLock<Arc<KeyRing>>,
+    /// The key folder and its permission policy, when the ring comes from a folder.
+    key_dir: Option<(PathBuf, ModePolicy)>,
     pub cookies: Cookies,
     pub limits: Limits,
     pub http: HttpClient,
@@ -85,9 +88,21 @@ impl App {
                 }
             }
         });
+        let key_dir = match &config.keys.source {
+            KeySource::Dir(dir) => Some((
+                dir.clone(),
+                if config.keys.allow_group_read {
+                    ModePolicy::AllowGroupRead
+                } else {
+                    ModePolicy::OwnerOnly
+                },
+            )),
+            KeySource::Ring { .. } => None,
+        };
         let app = App {
             public_url: config.public_url.clone(),
-            keys: Arc::new(ring),
+            keys: RwLock::new(Arc::new(ring)),
+            key_dir,
             cookies: Cookies::new(
                 config.cookies.secure,
                 config.cookies.same_site,
@@ -111,7 +126,69 @@ impl App {
 
     /// The current key ring.
     pub fn keys(&self) -> Arc<KeyRing> {
-        self.keys.clone()
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the key folder. A ring that does not load is refused and the current one
+    /// kept: a half-written Secret or a typo never logs anyone out.
+    pub fn reload_keys(&self, why: &str) -> Result<(), KeyError> {
+        let Some((dir, policy)) = &self.key_dir else {
+            return Ok(());
+        };
+        match KeyRing::load_dir(dir, *policy) {
+            Ok(ring) => {
+                let kids: Vec<String> = ring.kids().map(str::to_owned).collect();
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                self.metrics.key_reload("ok");
+                tracing::info!(why, primary = %kids.first().map_or("", String::as_str), kids = ?kids, "key ring reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.key_reload("failed");
+                tracing::error!(why, error = %e, "key ring reload refused; keeping the current ring");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the key ring when its folder changes (polled every `every`: robust across
+    /// filesystems and Kubernetes' symlink swaps, where inotify is not) and on SIGHUP.
+    pub async fn watch_keys(self: Arc<Self>, every: Duration) {
+        let Some((dir, _)) = self.key_dir.clone() else {
+            return;
+        };
+        let mut last = keys::dir_fingerprint(&dir).ok();
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = hangup => {
+                    let _ = self.reload_keys("SIGHUP");
+                    last = keys::dir_fingerprint(&dir).ok();
+                }
+                _ = tokio::time::sleep(every) => {
+                    let now = keys::dir_fingerprint(&dir).ok();
+                    if now != last {
+                        last = now;
+                        let _ = self.reload_keys("key folder changed");
+                    }
+                }
+            }
+        }
     }
 
     /// The provider, waiting briefly if discovery has not finished yet.

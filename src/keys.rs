@@ -436,6 +436,36 @@ pub fn retire(dir: &Path, kid: &str) -> Result<(), KeyError> {
     fs::remove_file(&path).map_err(|source| KeyError::Io { path, source })
 }
 
+/// A fingerprint of a key folder: names, sizes, modification times and inodes of what it
+/// holds, following symlinks, so that a Kubernetes Secret update (a `..data` symlink swapped
+/// to a new folder) changes it as surely as an edit in place. Compared by the reload loop.
+pub fn dir_fingerprint(dir: &Path) -> std::io::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let meta = fs::metadata(entry.path())?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0u64;
+        entries.push((name, meta.len(), modified, inode));
+    }
+    entries.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    Ok(h.finish())
+}
+
 /// The kids of a folder and which one is primary, without opening the ring's checks.
 pub fn list(dir: &Path) -> Result<(Vec<String>, Option<String>), KeyError> {
     let (entries, primary) = read_dir_ring(dir, ModePolicy::AllowGroupRead)?;
@@ -660,6 +690,24 @@ mod tests {
         ));
         set(0o400);
         assert!(KeyRing::load_dir(dir, ModePolicy::OwnerOnly).is_ok());
+    }
+
+    #[test]
+    fn fingerprint_changes_when_a_key_is_added_or_promoted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        keygen(dir).unwrap();
+        let a = dir_fingerprint(dir).unwrap();
+        assert_eq!(
+            a,
+            dir_fingerprint(dir).unwrap(),
+            "stable when nothing changes"
+        );
+        let new = keygen(dir).unwrap();
+        let b = dir_fingerprint(dir).unwrap();
+        assert_ne!(a, b);
+        promote(dir, &new, ModePolicy::OwnerOnly).unwrap();
+        assert_ne!(b, dir_fingerprint(dir).unwrap());
     }
 
     #[cfg(unix)]

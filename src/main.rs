@@ -197,6 +197,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
             })?;
         tracing::info!(%listen, "serving");
         tokio::spawn(discovery);
+        tokio::spawn(app.clone().watch_keys(Duration::from_secs(2)));
         sealgate::server::run(app, listener, Duration::from_secs(10)).await;
         Ok(())
     })

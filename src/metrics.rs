@@ -47,6 +47,7 @@ const REVOCATION_OUTCOMES: [&str; 3] = ["ok", "unsupported", "failed"];
 /// Refresh outcomes: `ok` ran a grant, `shared` reused one (single flight or grace).
 const REFRESH_OUTCOMES: [&str; 4] = ["ok", "shared", "fatal", "transient"];
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
+const KEY_RELOADS: [&str; 2] = ["ok", "failed"];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -54,6 +55,7 @@ pub struct Metrics {
     routes: Vec<(String, [AtomicU64; CLASSES.len()])>,
     refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
     upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
+    key_reloads: [AtomicU64; KEY_RELOADS.len()],
     requests: [[AtomicU64; CLASSES.len()]; ENDPOINTS.len()],
     logins_started: AtomicU64,
     logins_ok: AtomicU64,
@@ -86,6 +88,10 @@ impl Metrics {
 
     pub fn refresh(&self, outcome: &str) {
         count(&self.refreshes, &REFRESH_OUTCOMES, outcome);
+    }
+
+    pub fn key_reload(&self, outcome: &str) {
+        count(&self.key_reloads, &KEY_RELOADS, outcome);
     }
 
     pub fn upstream_error(&self, kind: &str) {
@@ -142,49 +148,11 @@ impl Metrics {
     /// The text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_proxied_requests_total Proxied API requests, by route prefix and status class."
+        header(
+            &mut out,
+            "sealgate_requests_total",
+            "Requests answered, by endpoint family and status class.",
         );
-        let _ = writeln!(out, "# TYPE sealgate_proxied_requests_total counter");
-        for (prefix, row) in &self.routes {
-            for (class, n) in CLASSES.iter().zip(row) {
-                let _ = writeln!(
-                    out,
-                    "sealgate_proxied_requests_total{{route=\"{prefix}\",code=\"{class}\"}} {}",
-                    n.load(Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_refreshes_total Access token refreshes, by outcome (shared: joined another request's refresh)."
-        );
-        let _ = writeln!(out, "# TYPE sealgate_refreshes_total counter");
-        for (outcome, n) in REFRESH_OUTCOMES.iter().zip(&self.refreshes) {
-            let _ = writeln!(
-                out,
-                "sealgate_refreshes_total{{outcome=\"{outcome}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_upstream_errors_total Upstream failures, by kind."
-        );
-        let _ = writeln!(out, "# TYPE sealgate_upstream_errors_total counter");
-        for (kind, n) in UPSTREAM_ERRORS.iter().zip(&self.upstream_errors) {
-            let _ = writeln!(
-                out,
-                "sealgate_upstream_errors_total{{kind=\"{kind}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_requests_total Requests answered, by endpoint family and status class."
-        );
-        let _ = writeln!(out, "# TYPE sealgate_requests_total counter");
         for ((_, name), row) in ENDPOINTS.iter().zip(&self.requests) {
             for (class, n) in CLASSES.iter().zip(row) {
                 let n = n.load(Relaxed);
@@ -196,48 +164,89 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP sealgate_logins_total Logins, by outcome.");
-        let _ = writeln!(out, "# TYPE sealgate_logins_total counter");
-        let _ = writeln!(
-            out,
-            "sealgate_logins_total{{outcome=\"started\"}} {}",
-            self.logins_started.load(Relaxed)
+        header(
+            &mut out,
+            "sealgate_proxied_requests_total",
+            "Proxied API requests, by route prefix and status class.",
         );
-        let _ = writeln!(
-            out,
-            "sealgate_logins_total{{outcome=\"ok\"}} {}",
-            self.logins_ok.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "sealgate_logins_total{{outcome=\"failed\"}} {}",
-            self.logins_failed.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_session_rejected_total Requests without a valid session, by reason."
-        );
-        let _ = writeln!(out, "# TYPE sealgate_session_rejected_total counter");
-        for (reason, n) in REJECT_REASONS.iter().zip(&self.rejected) {
-            let _ = writeln!(
-                out,
-                "sealgate_session_rejected_total{{reason=\"{reason}\"}} {}",
-                n.load(Relaxed)
-            );
+        for (prefix, row) in &self.routes {
+            for (class, n) in CLASSES.iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "sealgate_proxied_requests_total{{route=\"{prefix}\",code=\"{class}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
         }
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_revocations_total Refresh token revocations at logout, by outcome."
+        let logins = [&self.logins_started, &self.logins_ok, &self.logins_failed];
+        family(
+            &mut out,
+            "sealgate_logins_total",
+            "Logins, by outcome.",
+            "outcome",
+            &["started", "ok", "failed"],
+            logins,
         );
-        let _ = writeln!(out, "# TYPE sealgate_revocations_total counter");
-        for (outcome, n) in REVOCATION_OUTCOMES.iter().zip(&self.revocations) {
-            let _ = writeln!(
-                out,
-                "sealgate_revocations_total{{outcome=\"{outcome}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
+        family(
+            &mut out,
+            "sealgate_session_rejected_total",
+            "Requests without a valid session, by reason.",
+            "reason",
+            &REJECT_REASONS,
+            &self.rejected,
+        );
+        family(
+            &mut out,
+            "sealgate_refreshes_total",
+            "Access token refreshes, by outcome (shared: joined another request's refresh).",
+            "outcome",
+            &REFRESH_OUTCOMES,
+            &self.refreshes,
+        );
+        family(
+            &mut out,
+            "sealgate_revocations_total",
+            "Refresh token revocations at logout, by outcome.",
+            "outcome",
+            &REVOCATION_OUTCOMES,
+            &self.revocations,
+        );
+        family(
+            &mut out,
+            "sealgate_key_reloads_total",
+            "Key ring reloads, by outcome (failed: the old ring was kept).",
+            "outcome",
+            &KEY_RELOADS,
+            &self.key_reloads,
+        );
+        family(
+            &mut out,
+            "sealgate_upstream_errors_total",
+            "Upstream failures, by kind.",
+            "kind",
+            &UPSTREAM_ERRORS,
+            &self.upstream_errors,
+        );
         out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+}
+
+/// One counter family with one label, every value written (zeros included).
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+    counters: impl IntoIterator<Item = &'a AtomicU64>,
+) {
+    header(out, name, help);
+    for (value, n) in values.iter().zip(counters) {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", n.load(Relaxed));
     }
 }
 

@@ -1,0 +1,258 @@
+//! Hot key rotation against the real binary: the ring is re-read when its folder changes and
+//! on SIGHUP, a bad new ring is refused (old ring kept, a log line), and the two-phase
+//! rotation never turns a valid cookie away. Cookies are sealed here with the library from
+//! the same folder, exactly as another instance of the fleet would seal them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly by design"
+)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sealgate::config::SameSite;
+use sealgate::cookies::RequestCookies;
+use sealgate::jar::{self, Cookies};
+use sealgate::keys::{KeyRing, ModePolicy};
+use sealgate::session::{Limits, Profile, Session};
+
+const LIMITS: Limits = Limits {
+    absolute: 3600,
+    idle: 3600,
+    refresh_skew: 60,
+};
+
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn keygen(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["keygen", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn keys_cmd(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start(dir: &Path, tmp: &Path) -> Server {
+    let port = free_port();
+    // The provider is unreachable on purpose: /bff/user needs only the keys.
+    let config = tmp.join("sealgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [oidc]\nissuer = \"http://127.0.0.1:{}\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n\
+             [cookies]\nsecure = false\n[keys]\ndir = \"{}\"\n",
+            free_port(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let log = tmp.join("sealgate.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server { child, port, log };
+    wait_for(|| get(server.port, "/healthz", None).0 == 200, "healthz");
+    server
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+fn get(port: u16, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn metric(port: u16, line: &str) -> u64 {
+    let (_, body) = get(port, "/metrics", None);
+    body.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A session + profile cookie header sealed with the ring as the folder now holds it.
+fn session_cookie(dir: &Path) -> String {
+    let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cookies = Cookies::new(false, SameSite::Lax, 4);
+    let session = Session {
+        id: sealgate::session::random_id().unwrap(),
+        access_token: "at".into(),
+        access_expires_at: Some(now + 600),
+        refresh_token: None,
+        sub: "alice".into(),
+        sid: None,
+        created_at: now,
+        last_seen: now,
+    };
+    let profile = Profile {
+        session_id: session.id.clone(),
+        ..Profile::default()
+    };
+    let jar = RequestCookies::default();
+    let mut set = jar::write_session(&jar, &ring, &cookies, &LIMITS, now, &session).unwrap();
+    set.extend(
+        jar::write_profile(&jar, &ring, &cookies, &LIMITS, now, &session, &profile).unwrap(),
+    );
+    set.iter()
+        .map(|h| h.split(';').next().unwrap())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+const RELOAD_OK: &str = "sealgate_key_reloads_total{outcome=\"ok\"}";
+const RELOAD_FAILED: &str = "sealgate_key_reloads_total{outcome=\"failed\"}";
+
+#[test]
+fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let old = keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let port = server.port;
+    let under_old = session_cookie(&dir);
+    assert_eq!(get(port, "/bff/user", Some(&under_old)).0, 200);
+
+    // Phase 1: a new key joins (not primary); this instance picks it up by itself.
+    let new = keygen(&dir);
+    wait_for(|| metric(port, RELOAD_OK) >= 1, "reload after keygen");
+    // Another instance that already promoted the new key seals with it: we open it.
+    let other = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), other.path().join(f.file_name())).unwrap();
+    }
+    keys_cmd(&[
+        "keys",
+        "promote",
+        "--dir",
+        other.path().to_str().unwrap(),
+        &new,
+    ]);
+    let under_new = session_cookie(other.path());
+    assert_eq!(
+        get(port, "/bff/user", Some(&under_new)).0,
+        200,
+        "phase 1: the new key opens before promotion"
+    );
+
+    // Phase 2: promote here too; both keys still open.
+    keys_cmd(&["keys", "promote", "--dir", dir.to_str().unwrap(), &new]);
+    wait_for(|| metric(port, RELOAD_OK) >= 2, "reload after promote");
+    assert_eq!(get(port, "/bff/user", Some(&under_old)).0, 200);
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
+
+    // A bad ring is refused with a log line; the current ring stays.
+    let bad = dir.join("broken.key");
+    std::fs::write(&bad, "not-a-key\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    wait_for(|| metric(port, RELOAD_FAILED) >= 1, "refused reload");
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("key ring reload refused") && log.contains("broken.key"),
+        "{log}"
+    );
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
+    assert_eq!(get(port, "/bff/user", Some(&under_old)).0, 200);
+    std::fs::remove_file(&bad).unwrap();
+    wait_for(|| metric(port, RELOAD_OK) >= 3, "reload after the fix");
+
+    // Retire the old key: its cookies no longer open; the new ones do.
+    keys_cmd(&["keys", "retire", "--dir", dir.to_str().unwrap(), &old]);
+    wait_for(
+        || get(port, "/bff/user", Some(&under_old)).0 == 401,
+        "retired key refused",
+    );
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
+
+    // SIGHUP reloads on demand.
+    let before = metric(port, RELOAD_OK);
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for(|| metric(port, RELOAD_OK) > before, "reload on SIGHUP");
+    assert!(
+        std::fs::read_to_string(&server.log)
+            .unwrap()
+            .contains("why=\"SIGHUP\"")
+    );
+}
