@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::config::{Config, Frontend, KeySource, Route};
+use crate::config::{Config, Frontend, KeySource, Route, Tls};
 use crate::cookies::RequestCookies;
 use crate::error::Error;
 use crate::http_client::{HttpClient, HttpError};
@@ -40,6 +40,12 @@ pub struct App {
     keys: RwLock<Arc<KeyRing>>,
     /// The key folder and its permission policy, when the ring comes from a folder.
     key_dir: Option<(PathBuf, ModePolicy)>,
+    /// TLS termination, when configured: the files and the current acceptor.
+    tls_files: Option<Tls>,
+    tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
+    /// Server limits.
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
     pub cookies: Cookies,
     pub limits: Limits,
     pub http: HttpClient,
@@ -66,7 +72,11 @@ pub type Discovery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Se
 impl App {
     /// Builds the state and the discovery task that the caller spawns; `/readyz` answers
     /// 503 until that task has loaded the provider's metadata.
-    pub fn new(config: Config, ring: KeyRing) -> Result<(Arc<App>, Discovery), HttpError> {
+    pub fn new(
+        config: Config,
+        ring: KeyRing,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<(Arc<App>, Discovery), HttpError> {
         let http = HttpClient::new(PROVIDER_TIMEOUT, PROVIDER_MAX_BODY)?;
         let settings = provider_settings(&config);
         let (tx, rx) = watch::channel(None);
@@ -103,6 +113,10 @@ impl App {
             public_url: config.public_url.clone(),
             keys: RwLock::new(Arc::new(ring)),
             key_dir,
+            tls_files: config.tls.clone(),
+            tls: RwLock::new(tls),
+            drain_timeout: config.server.drain_timeout,
+            max_connections: config.server.max_connections,
             cookies: Cookies::new(
                 config.cookies.secure,
                 config.cookies.same_site,
@@ -154,13 +168,45 @@ impl App {
         }
     }
 
+    /// The current TLS acceptor, when TLS is configured.
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        match self.tls.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the certificate and key; a pair that does not load is refused and the
+    /// current one kept.
+    pub fn reload_tls(&self, why: &str) {
+        let Some(files) = &self.tls_files else { return };
+        match crate::tls::acceptor(&files.cert, &files.key) {
+            Ok(acceptor) => {
+                *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(acceptor);
+                self.metrics.key_reload("ok");
+                tracing::info!(why, "TLS certificate reloaded");
+            }
+            Err(e) => {
+                self.metrics.key_reload("failed");
+                tracing::error!(why, error = %e, "TLS reload refused; keeping the current certificate");
+            }
+        }
+    }
+
+    fn tls_fingerprint(&self) -> Option<(Option<SystemTime>, Option<SystemTime>)> {
+        let files = self.tls_files.as_ref()?;
+        let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((modified(&files.cert), modified(&files.key)))
+    }
+
     /// Reloads the key ring when its folder changes (polled every `every`: robust across
     /// filesystems and Kubernetes' symlink swaps, where inotify is not) and on SIGHUP.
     pub async fn watch_keys(self: Arc<Self>, every: Duration) {
-        let Some((dir, _)) = self.key_dir.clone() else {
-            return;
-        };
-        let mut last = keys::dir_fingerprint(&dir).ok();
+        let dir = self.key_dir.as_ref().map(|(d, _)| d.clone());
+        let fingerprint =
+            |dir: &Option<PathBuf>| dir.as_ref().and_then(|d| keys::dir_fingerprint(d).ok());
+        let mut last = fingerprint(&dir);
+        let mut last_tls = self.tls_fingerprint();
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -178,13 +224,20 @@ impl App {
             tokio::select! {
                 _ = hangup => {
                     let _ = self.reload_keys("SIGHUP");
-                    last = keys::dir_fingerprint(&dir).ok();
+                    self.reload_tls("SIGHUP");
+                    last = fingerprint(&dir);
+                    last_tls = self.tls_fingerprint();
                 }
                 _ = tokio::time::sleep(every) => {
-                    let now = keys::dir_fingerprint(&dir).ok();
+                    let now = fingerprint(&dir);
                     if now != last {
                         last = now;
                         let _ = self.reload_keys("key folder changed");
+                    }
+                    let now_tls = self.tls_fingerprint();
+                    if now_tls != last_tls {
+                        last_tls = now_tls;
+                        self.reload_tls("certificate changed");
                     }
                 }
             }

@@ -53,6 +53,24 @@ pub struct Config {
     pub session: Session,
     pub routes: Vec<Route>,
     pub frontend: Option<Frontend>,
+    pub tls: Option<Tls>,
+    pub server: Server,
+}
+
+/// TLS termination: PEM files, re-read when they change.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Server limits.
+#[derive(Debug)]
+pub struct Server {
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 #[derive(Debug)]
@@ -143,6 +161,24 @@ struct RawConfig {
     #[serde(default)]
     routes: Vec<RawRoute>,
     frontend: Option<RawFrontend>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    drain_timeout: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_uint")]
+    max_connections: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -440,6 +476,36 @@ impl RawConfig {
             }
         };
 
+        let tls = match self.tls {
+            None => None,
+            Some(RawTls {
+                cert: Some(cert),
+                key: Some(key),
+            }) => Some(Tls {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            Some(RawTls { cert, .. }) => {
+                let key = if cert.is_none() {
+                    "tls.cert"
+                } else {
+                    "tls.key"
+                };
+                v.push(key, "is required when [tls] is set");
+                None
+            }
+        };
+        let drain_timeout = duration(
+            &mut v,
+            "server.drain_timeout",
+            self.server.drain_timeout,
+            "10s",
+        );
+        let max_connections = self.server.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            v.push("server.max_connections", "must be at least 1");
+        }
+
         match (
             listen,
             public_url,
@@ -487,6 +553,11 @@ impl RawConfig {
                 },
                 routes,
                 frontend,
+                tls,
+                server: Server {
+                    drain_timeout: drain_timeout.unwrap_or(Duration::from_secs(10)),
+                    max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                },
             }),
             _ => Err(ConfigError(v.0)),
         }
@@ -682,7 +753,9 @@ client_secret = "s3cret"
         assert!(!c.keys.allow_group_read);
         assert_eq!(c.session.absolute, Duration::from_secs(12 * 3600));
         assert_eq!(c.session.idle, Duration::from_secs(3600));
-        assert!(c.routes.is_empty() && c.frontend.is_none());
+        assert!(c.routes.is_empty() && c.frontend.is_none() && c.tls.is_none());
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, 10_000);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod user;
 
 /// Entry points for the `fuzz/` targets: the logic lives here so it is built and linted

@@ -183,7 +183,13 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     let (config, ring) = load(config)?;
     init_logging();
     let listen = config.listen;
-    let (app, discovery) = sealgate::app::App::new(config, ring).map_err(|e| Failure {
+    let tls = match &config.tls {
+        Some(t) => {
+            Some(sealgate::tls::acceptor(&t.cert, &t.key).map_err(|e| bad_config(e.to_string()))?)
+        }
+        None => None,
+    };
+    let (app, discovery) = sealgate::app::App::new(config, ring, tls).map_err(|e| Failure {
         status: 1,
         message: e.to_string(),
     })?;
@@ -198,7 +204,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         tracing::info!(%listen, "serving");
         tokio::spawn(discovery);
         tokio::spawn(app.clone().watch_keys(Duration::from_secs(2)));
-        sealgate::server::run(app, listener, Duration::from_secs(10)).await;
+        sealgate::server::run(app, listener).await;
         Ok(())
     })
 }
@@ -219,6 +225,9 @@ fn check(config: Option<PathBuf>) -> Result<(), Failure> {
         config.cookies.same_site.as_str(),
         config.cookies.max_chunks,
     );
+    if let Some(t) = &config.tls {
+        sealgate::tls::acceptor(&t.cert, &t.key).map_err(|e| bad_config(e.to_string()))?;
+    }
     let settings = sealgate::app::provider_settings(&config);
     let http = sealgate::http_client::HttpClient::new(Duration::from_secs(10), 256 * 1024)
         .map_err(|e| Failure {

@@ -214,7 +214,7 @@ impl Metrics {
         family(
             &mut out,
             "sealgate_key_reloads_total",
-            "Key ring reloads, by outcome (failed: the old ring was kept).",
+            "Key ring and TLS certificate reloads, by outcome (failed: the old one was kept).",
             "outcome",
             &KEY_RELOADS,
             &self.key_reloads,

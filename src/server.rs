@@ -20,8 +20,13 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A client must send its whole request head within this time (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves until a shutdown signal, then drains for at most `drain`.
-pub async fn run(app: Arc<App>, listener: TcpListener, drain: Duration) {
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until a shutdown signal, then drains for at most the configured drain time.
+pub async fn run(app: Arc<App>, listener: TcpListener) {
+    let drain = app.drain_timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -35,23 +40,50 @@ pub async fn run(app: Arc<App>, listener: TcpListener, drain: Duration) {
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let builder = Arc::new(builder);
     loop {
+        // At most max_connections at once: beyond, connections wait in the accept queue.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let app = app.clone();
+                    let app2 = app.clone();
                     let service = service_fn(move |req| {
-                        let app = app.clone();
+                        let app = app2.clone();
                         async move { Ok::<_, Infallible>(app::handle(&app, req, peer).await) }
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn.into_owned());
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                    match app.tls_acceptor() {
+                        None => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            let conn = graceful.watch(conn.into_owned());
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, "connection ended with an error");
+                                }
+                                drop(permit);
+                            });
                         }
-                    });
+                        Some(acceptor) => {
+                            let builder = builder.clone();
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => {
+                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                            tracing::debug!(error = %e, "connection ended with an error");
+                                        }
+                                    }
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                }
+                                drop(permit);
+                            });
+                        }
+                    }
                 }
                 // EMFILE and friends: log, pause, go on; never end the server over it.
                 Err(e) => {

@@ -1,0 +1,152 @@
+//! TLS termination against the real binary, with a self-signed certificate made here by
+//! `openssl`: HTTP/1.1 and HTTP/2 (ALPN) are both served, and a replaced certificate is
+//! picked up without a restart.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly by design"
+)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn make_cert(dir: &Path, cn: &str) {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem.new"))
+        .arg("-out")
+        .arg(dir.join("cert.pem.new"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    // Replace both files by rename, as a Secret update or cert-manager would.
+    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
+    std::fs::rename(dir.join("cert.pem.new"), dir.join("cert.pem")).unwrap();
+}
+
+/// `curl` over TLS: "<http version> <status>".
+fn curl(port: u16, version: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            version,
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The subject CN of the certificate the server presents.
+fn served_cn(port: u16) -> String {
+    let s_client = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-subject"])
+        .stdin(s_client.stdout.unwrap())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn serves_http1_and_http2_over_tls_and_reloads_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_cert(dir, "first");
+    let keys = dir.join("keys");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["keygen", "--dir"])
+            .arg(&keys)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("sealgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"https://127.0.0.1:{port}\"\n\
+             [oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n\
+             [keys]\ndir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            keys.display(),
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+    )
+    .unwrap();
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(port, "--http1.1") != "1.1 200" {
+        assert!(Instant::now() < deadline, "server did not come up over TLS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl(port, "--http2"), "2 200");
+    assert!(served_cn(port).contains("first"), "{}", served_cn(port));
+
+    make_cert(dir, "second");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served_cn(port).contains("second") {
+        assert!(
+            Instant::now() < deadline,
+            "certificate not reloaded: {}",
+            served_cn(port)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(curl(port, "--http2"), "2 200");
+}
