@@ -73,7 +73,7 @@ fn curl(port: u16, version: &str) -> String {
 
 /// The subject CN of the certificate the server presents.
 fn served_cn(port: u16) -> String {
-    let s_client = Command::new("openssl")
+    let mut s_client = Command::new("openssl")
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -82,9 +82,10 @@ fn served_cn(port: u16) -> String {
         .unwrap();
     let out = Command::new("openssl")
         .args(["x509", "-noout", "-subject"])
-        .stdin(s_client.stdout.unwrap())
+        .stdin(s_client.stdout.take().unwrap())
         .output()
         .unwrap();
+    let _ = s_client.wait();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
