@@ -1,0 +1,121 @@
+//! Graceful shutdown of the real binary: on SIGTERM it stops accepting, lets an in-flight
+//! request finish, and exits 0.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly by design"
+)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An upstream that answers every request after `delay`.
+fn slow_upstream(delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone",
+                );
+            });
+        }
+    });
+    port
+}
+
+fn request(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["keygen", "--dir"])
+            .arg(&keys)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let upstream = slow_upstream(Duration::from_millis(1500));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("sealgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n\
+             [keys]\ndir = \"{}\"\n[server]\ndrain_timeout = \"5s\"\n\
+             [[routes]]\nprefix = \"/public/\"\nupstream = \"http://127.0.0.1:{upstream}\"\ntoken = \"none\"\n",
+            keys.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(port, "/healthz").is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let in_flight = std::thread::spawn(move || request(port, "/public/slow"));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let answer = in_flight.join().unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("done"), "{answer}");
+    // New connections are no longer accepted once draining started.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        request(port, "/healthz").is_err(),
+        "still accepting after SIGTERM"
+    );
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(8),
+            "did not exit within the drain time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
