@@ -158,8 +158,11 @@ pub struct CookieSpec {
 
 impl CookieSpec {
     /// A cookie called `base` on `path`. With `secure`, the name gets the prefix that makes
-    /// browsers enforce `Secure`, no `Domain` and (for `__Host-`) `Path=/` (RFC 6265bis
-    /// §4.1.3): `__Host-` on `Path=/`, `__Secure-` elsewhere.
+    /// browsers enforce the attributes (RFC 6265bis §4.1.3): on `Path=/`, `__Host-Http-`
+    /// (Secure, no Domain, Path=/, and HttpOnly: page script can neither set nor overwrite
+    /// it, as the IETF browser-based-apps BFF section recommends; a browser that does not
+    /// know the newer prefix still applies `__Host-`, which the name starts with);
+    /// elsewhere `__Secure-`.
     pub fn new(
         base: &str,
         path: &str,
@@ -168,7 +171,7 @@ impl CookieSpec {
         max_chunks: usize,
     ) -> Self {
         let name = match (secure, path == "/") {
-            (true, true) => format!("__Host-{base}"),
+            (true, true) => format!("__Host-Http-{base}"),
             (true, false) => format!("__Secure-{base}"),
             (false, _) => base.to_owned(),
         };
@@ -396,7 +399,7 @@ mod tests {
     fn names_carry_the_prefix_that_browsers_enforce() {
         assert_eq!(
             CookieSpec::new("s", "/", true, SameSite::Lax, 4).name(),
-            "__Host-s"
+            "__Host-Http-s"
         );
         assert_eq!(
             CookieSpec::new("s", "/bff/", true, SameSite::Lax, 4).name(),
@@ -417,7 +420,7 @@ mod tests {
             .unwrap();
         assert_eq!(headers.len(), 1);
         let c = Cookie::parse(headers[0].as_str()).unwrap();
-        assert_eq!(c.name(), "__Host-sealgate.0");
+        assert_eq!(c.name(), "__Host-Http-sealgate.0");
         assert_eq!(c.http_only(), Some(true));
         assert_eq!(c.secure(), Some(true));
         assert_eq!(c.path(), Some("/"));
@@ -487,10 +490,10 @@ mod tests {
         assert_eq!(
             names,
             [
-                "__Host-sealgate.0",
-                "__Host-sealgate.1",
-                "__Host-sealgate.2",
-                "__Host-sealgate.3"
+                "__Host-Http-sealgate.0",
+                "__Host-Http-sealgate.1",
+                "__Host-Http-sealgate.2",
+                "__Host-Http-sealgate.3"
             ]
         );
         assert!(!small[0].contains("Max-Age=0;"));
@@ -519,7 +522,7 @@ mod tests {
             )
             .unwrap();
         let header = format!(
-            "{}; __Host-sealgate.1=stale-leftover",
+            "{}; __Host-Http-sealgate.1=stale-leftover",
             cookie_header(&headers)
         );
         assert_eq!(
@@ -530,7 +533,9 @@ mod tests {
 
     #[test]
     fn clear_expires_every_chunk_present() {
-        let jar = RequestCookies::parse(["__Host-sealgate.0=2.a; other=1; __Host-sealgate.1=b"]);
+        let jar = RequestCookies::parse([
+            "__Host-Http-sealgate.0=2.a; other=1; __Host-Http-sealgate.1=b",
+        ]);
         let cleared = spec(4).clear(&jar);
         assert_eq!(cleared.len(), 2);
         assert!(cleared.iter().all(|h| h.contains("Max-Age=0;")));
@@ -565,7 +570,7 @@ mod tests {
         assert_eq!(open_header(&s, &ring, &h).unwrap_err(), ReadError::Invalid);
         // Reordered values under the right names.
         let h = format!(
-            "__Host-sealgate.0={}; __Host-sealgate.1={}; __Host-sealgate.2={}",
+            "__Host-Http-sealgate.0={}; __Host-Http-sealgate.1={}; __Host-Http-sealgate.2={}",
             value(&a[0]),
             value(&a[2]),
             value(&a[1])
@@ -585,7 +590,8 @@ mod tests {
         let jar = RequestCookies::default();
         let other = CookieSpec::new("sealgate-tx", "/", true, SameSite::Lax, 4);
         let headers = other.seal(&jar, &ring, NOW, NOW + 60, b"tx").unwrap();
-        let renamed = cookie_header(&headers).replace("__Host-sealgate-tx.0", "__Host-sealgate.0");
+        let renamed =
+            cookie_header(&headers).replace("__Host-Http-sealgate-tx.0", "__Host-Http-sealgate.0");
         assert_eq!(
             open_header(&spec(4), &ring, &renamed).unwrap_err(),
             ReadError::Invalid
@@ -620,13 +626,13 @@ mod tests {
             ReadError::UnknownKey
         );
         for bad in [
-            "__Host-sealgate.0=",
-            "__Host-sealgate.0=1.",
-            "__Host-sealgate.0=0.abc",
-            "__Host-sealgate.0=01.abc",
-            "__Host-sealgate.0=99.abc",
-            "__Host-sealgate.0=abc",
-            "__Host-sealgate.0=1.!!!!",
+            "__Host-Http-sealgate.0=",
+            "__Host-Http-sealgate.0=1.",
+            "__Host-Http-sealgate.0=0.abc",
+            "__Host-Http-sealgate.0=01.abc",
+            "__Host-Http-sealgate.0=99.abc",
+            "__Host-Http-sealgate.0=abc",
+            "__Host-Http-sealgate.0=1.!!!!",
         ] {
             assert_eq!(
                 open_header(&s, &ring1, bad).unwrap_err(),

@@ -193,11 +193,11 @@ mod tests {
     fn transaction_cookies_are_named_by_state_and_found_again() {
         let c = Cookies::new(true, SameSite::Strict, 4);
         let spec = c.transaction("AbCdEfGh-rest-of-state").unwrap();
-        assert_eq!(spec.name(), "__Host-sealgate-tx-AbCdEfGh");
+        assert_eq!(spec.name(), "__Host-Http-sealgate-tx-AbCdEfGh");
         assert!(c.transaction("short").is_none());
         assert!(c.transaction("a;b=c...rest").is_none());
-        let header = "__Host-sealgate-tx-AbCdEfGh.0=x; __Host-sealgate-tx-12345678.0=y; \
-                      __Host-sealgate.0=z; __Host-sealgate-tx-toolong99.0=w";
+        let header = "__Host-Http-sealgate-tx-AbCdEfGh.0=x; __Host-Http-sealgate-tx-12345678.0=y; \
+                      __Host-Http-sealgate.0=z; __Host-Http-sealgate-tx-toolong99.0=w";
         let jar = RequestCookies::parse([header]);
         let names: Vec<_> = c
             .transactions(&jar)
@@ -206,7 +206,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["__Host-sealgate-tx-AbCdEfGh", "__Host-sealgate-tx-12345678"]
+            [
+                "__Host-Http-sealgate-tx-AbCdEfGh",
+                "__Host-Http-sealgate-tx-12345678"
+            ]
         );
     }
 

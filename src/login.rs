@@ -33,6 +33,10 @@ struct Transaction {
     pkce_verifier: SecretString,
     #[serde(rename = "r")]
     return_to: String,
+    /// When the login started, in milliseconds: orders pending logins (the sealed expiry
+    /// has only whole seconds, and several logins can start within one).
+    #[serde(rename = "t", default)]
+    started_ms: u64,
 }
 
 /// `GET /bff/login?returnTo=/path`: starts a login and redirects to the provider.
@@ -57,6 +61,7 @@ pub async fn start(
         nonce: login.nonce,
         pkce_verifier: login.pkce_verifier,
         return_to,
+        started_ms: now_millis(),
     };
     let payload = serde_json::to_vec(&tx).map_err(|e| Error::Internal(e.to_string()))?;
     let jar = app.request_cookies(req);
@@ -79,12 +84,18 @@ fn prune_transactions(app: &App, jar: &RequestCookies<'_>, now: u64) -> Vec<Stri
     let mut live = Vec::new();
     let mut expire = Vec::new();
     for spec in app.cookies.transactions(jar) {
-        match spec.open(jar, &ring, now) {
-            Ok(opened) => live.push((opened.expires_at, spec)),
-            Err(_) => expire.extend(spec.clear(jar)),
+        let started = spec
+            .open(jar, &ring, now)
+            .ok()
+            .and_then(|o| serde_json::from_slice::<Transaction>(o.payload()).ok())
+            .map(|tx| tx.started_ms);
+        match started {
+            Some(started) => live.push((started, spec)),
+            None => expire.extend(spec.clear(jar)),
         }
     }
-    live.sort_by_key(|(expires_at, _)| std::cmp::Reverse(*expires_at));
+    // Newest first; the oldest beyond the cap are expired.
+    live.sort_by_key(|(started, _)| std::cmp::Reverse(*started));
     for (_, spec) in live.iter().skip(MAX_PENDING_LOGINS - 1) {
         expire.extend(spec.clear(jar));
     }
@@ -101,7 +112,13 @@ pub async fn callback(
     if query.len() > MAX_CALLBACK_QUERY {
         return Err(Error::BadRequest("The login answer is too long."));
     }
-    let params = CallbackParams::parse(query)?;
+    let params = match CallbackParams::parse(query) {
+        Ok(p) => p,
+        Err(e) => {
+            app.metrics.login_finished(false);
+            return Err(e);
+        }
+    };
     let jar = app.request_cookies(req);
     let tx_spec = params
         .state
@@ -320,6 +337,12 @@ pub fn local_path(candidate: &str) -> Option<String> {
 
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     haystack.to_ascii_lowercase().contains(needle)
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A provider-chosen string as it may appear in a log line: short, printable ASCII.

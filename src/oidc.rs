@@ -151,7 +151,9 @@ pub struct RefreshedTokens {
 
 struct Jwks {
     keys: Arc<CoreJsonWebKeySet>,
-    fetched: Instant,
+    /// When an unknown kid last made us re-fetch; `None` until the first time, so a key
+    /// rotated right after start-up is fetched at once.
+    refetched: Option<Instant>,
 }
 
 /// A discovered provider, ready for logins.
@@ -229,7 +231,7 @@ impl Provider {
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = Jwks {
             keys: Arc::new(metadata.jwks().clone()),
-            fetched: Instant::now(),
+            refetched: None,
         };
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
         let client = CoreClient::from_provider_metadata(
@@ -509,7 +511,9 @@ impl Provider {
 
     async fn refetch_jwks(&self) -> Result<Arc<CoreJsonWebKeySet>, OidcError> {
         let recent = match self.jwks.read() {
-            Ok(j) => j.fetched.elapsed() < JWKS_REFETCH_INTERVAL,
+            Ok(j) => j
+                .refetched
+                .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL),
             Err(_) => false,
         };
         if recent {
@@ -525,7 +529,7 @@ impl Provider {
         let mut slot = self.jwks.write().unwrap_or_else(|p| p.into_inner());
         *slot = Jwks {
             keys: keys.clone(),
-            fetched: Instant::now(),
+            refetched: Some(Instant::now()),
         };
         tracing::info!(issuer = %self.issuer.as_str(), "re-fetched the provider's JWKS for an unknown key id");
         Ok(keys)

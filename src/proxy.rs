@@ -158,7 +158,13 @@ pub async fn forward(
     let (parts, body) = req.into_parts();
     let uri = upstream_uri(target.base, &parts.uri, target.strip_prefix)?;
     let mut headers = parts.headers;
-    let original_host = headers.get(header::HOST).cloned();
+    // HTTP/1.1 carries the host in Host; HTTP/2 in the :authority pseudo-header.
+    let original_host = headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     rewrite_cookies(app, &mut headers);
@@ -195,6 +201,7 @@ pub async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    drop_our_set_cookies(app, &mut parts.headers);
     Ok(Response::from_parts(parts, reply::boxed(body)))
 }
 
@@ -306,6 +313,38 @@ fn rewrite_cookies(app: &App, headers: &mut HeaderMap) {
         if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
             headers.insert(header::COOKIE, v);
         }
+    }
+}
+
+/// Removes any `Set-Cookie` of the upstream that names one of sealgate's cookies: an
+/// upstream must not be able to delete the session or plant a captured sealed value.
+fn drop_our_set_cookies(app: &App, headers: &mut HeaderMap) {
+    let all: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    let (kept, dropped): (Vec<_>, Vec<_>) = all.into_iter().partition(|v| {
+        let name = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.split('=').next())
+            .map(str::trim)
+            .unwrap_or("");
+        !app.cookies.is_ours(name)
+    });
+    if !dropped.is_empty() {
+        tracing::warn!(
+            count = dropped.len(),
+            "upstream tried to set sealgate's cookies; dropped"
+        );
+    }
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
     }
 }
 

@@ -179,7 +179,10 @@ fn serve_refuses_bad_configuration_with_exit_2_naming_each_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     for key in ["public_url", "oidc.issuer", "oidc.client_secret"] {
-        assert!(err.lines().any(|l| l.contains(&format!("config: {key}:"))), "{key} missing in: {err}");
+        assert!(
+            err.lines().any(|l| l.contains(&format!("config: {key}:"))),
+            "{key} missing in: {err}"
+        );
     }
 }
 
@@ -209,7 +212,11 @@ fn check_fails_with_exit_2_when_discovery_fails() {
     let keys = tmp.path().join("keys");
     keygen(&keys);
     // A port nothing listens on: bind one, then drop it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = write_config(
         tmp.path(),
         &format!(

@@ -107,7 +107,10 @@ function basicAuth(req) {
  * @returns {Promise<{ issuer: string, port: number, scenario: string, stats: object,
  *   keys: object, resetRotation(): void, close(): Promise<void> }>}
  */
-export async function startHostile({ clientId = 'bff', clientSecret, redirectUri, scenario = 'ok' } = {}) {
+// discoveryIssuer: the `issuer` the discovery document claims (default: the real one). Another
+// value must keep a correct BFF from ever becoming ready (OpenID Connect Discovery 4.3). It can
+// be changed later through h.discoveryIssuer (undefined = the real issuer again).
+export async function startHostile({ clientId = 'bff', clientSecret, redirectUri, scenario = 'ok', discoveryIssuer } = {}) {
   if (!redirectUri) throw new Error('startHostile needs the relying party redirectUri');
   let current = check(scenario);
   const keys = {
@@ -141,6 +144,7 @@ export async function startHostile({ clientId = 'bff', clientSecret, redirectUri
   const h = {
     issuer,
     port,
+    discoveryIssuer,
     // A typo in a test must not silently turn into the `ok` case.
     get scenario() { return current; },
     set scenario(name) { current = check(name); },
@@ -156,7 +160,7 @@ export async function startHostile({ clientId = 'bff', clientSecret, redirectUri
   };
 
   const discovery = () => ({
-    issuer,
+    issuer: h.discoveryIssuer ?? issuer,
     authorization_endpoint: `${issuer}/authorize`,
     token_endpoint: `${issuer}/token`,
     jwks_uri: `${issuer}/jwks`,

@@ -130,6 +130,7 @@ export async function startProvider({
   refreshTokenTTL = 14 * 24 * 3600,
   accounts, // { username: { claims... } }; undefined = any username logs in
   conformIdTokenClaims = false,
+  extraProfileClaims = [], // more claim names released with the profile scope (e.g. 'groups')
   port = 0,
 } = {}) {
   // Listen first: the issuer must contain the real port, and port 0 picks a free one.
@@ -155,6 +156,9 @@ export async function startProvider({
     userinfoRequests: 0,
     authorizationRequests: [], // raw query parameters of every GET /auth (not resumes)
     tokenRequests: [], // { grantType, clientAuth, status } of every POST /token
+    // The tokens of every successful token endpoint answer: { access_token, refresh_token,
+    // id_token } (absent ones undefined). Lets a test check that none of them reaches a browser.
+    issuedTokens: [],
     lastError: undefined, // the last grant error, for debugging failed assertions
   };
 
@@ -180,7 +184,7 @@ export async function startProvider({
     scopes: ['openid', 'offline_access', 'profile', 'email'],
     claims: {
       openid: ['sub'],
-      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username', ...extraProfileClaims],
       email: ['email', 'email_verified'],
     },
     // oidc-provider's default puts only `sub` in an ID token issued next to an access token
@@ -253,6 +257,10 @@ export async function startProvider({
     if (ctx.method === 'POST' && ctx.path === '/token') {
       const body = ctx.oidc?.body ?? {};
       stats.tokenRequests.push({ grantType: body.grant_type, clientAuth: clientAuthOf(ctx.req, body), status: ctx.status });
+      if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+        const { access_token, refresh_token, id_token } = ctx.body;
+        stats.issuedTokens.push({ access_token, refresh_token, id_token });
+      }
     }
     if (ctx.method === 'POST' && ctx.path === '/token/revocation' && ctx.status === 200) {
       stats.revocations++;
