@@ -20,7 +20,7 @@ use crate::http_client::{HttpClient, HttpError};
 use crate::jar::{self, Cookies, Loaded};
 use crate::keys::{self, KeyError, KeyRing, ModePolicy};
 use crate::metrics::{Endpoint, Metrics};
-use crate::oidc::{ClientAuth, Provider, Settings};
+use crate::oidc::{Provider, Settings};
 use crate::refresh::{Outcome, Refresher, Role};
 use crate::reply::{self, Body};
 use crate::session::Limits;
@@ -342,7 +342,7 @@ pub fn provider_settings(config: &Config) -> Settings {
             .unwrap_or_else(|_| config.public_url.clone()),
         post_logout_redirect_uri: config.public_url.clone(),
         allow_insecure_http: config.oidc.allow_insecure_http,
-        client_auth: ClientAuth::Basic,
+        client_auth: config.oidc.client_auth,
     }
 }
 
@@ -360,6 +360,7 @@ pub fn has_csrf_header<B>(req: &Request<B>) -> bool {
 
 /// Answers one request.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = std::time::Instant::now();
     let path = req.uri().path();
     let is_bff = path.starts_with("/bff/");
     let mut route_index = None;
@@ -412,6 +413,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         );
     }
     app.metrics.request(endpoint, response.status().as_u16());
+    app.metrics.latency(endpoint, started.elapsed());
     if let Some(i) = route_index {
         app.metrics.proxied(i, response.status().as_u16());
     }

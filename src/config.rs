@@ -82,6 +82,15 @@ pub struct Oidc {
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
     pub allow_insecure_http: bool,
+    /// Client authentication at the token and revocation endpoints.
+    pub client_auth: ClientAuthMethod,
+}
+
+/// `client_secret_basic` (default) or `client_secret_post` (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    Basic,
+    Post,
 }
 
 #[derive(Debug)]
@@ -191,6 +200,7 @@ struct RawOidc {
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "flex::opt_bool")]
     allow_insecure_http: Option<bool>,
+    client_auth: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -293,6 +303,17 @@ impl RawConfig {
         });
 
         let allow_insecure_http = self.oidc.allow_insecure_http.unwrap_or(false);
+        let client_auth = match self.oidc.client_auth.as_deref() {
+            None | Some("client_secret_basic") => ClientAuthMethod::Basic,
+            Some("client_secret_post") => ClientAuthMethod::Post,
+            Some(other) => {
+                v.push(
+                    "oidc.client_auth",
+                    format!("{other:?} is not one of client_secret_basic, client_secret_post"),
+                );
+                ClientAuthMethod::Basic
+            }
+        };
         let issuer =
             v.required("oidc.issuer", self.oidc.issuer).and_then(|s| {
                 v.parse("oidc.issuer", &s, |s| {
@@ -536,6 +557,7 @@ impl RawConfig {
                     client_secret,
                     scopes,
                     allow_insecure_http,
+                    client_auth,
                 },
                 cookies: Cookies {
                     secure,
@@ -747,6 +769,20 @@ client_secret = "s3cret"
             ["openid", "profile", "email", "offline_access"]
         );
         assert!(!c.oidc.allow_insecure_http);
+        assert_eq!(c.oidc.client_auth, ClientAuthMethod::Basic);
+        let post = load(
+            MINIMAL,
+            &[("SEALGATE_OIDC__CLIENT_AUTH", "client_secret_post")],
+        )
+        .unwrap();
+        assert_eq!(post.oidc.client_auth, ClientAuthMethod::Post);
+        assert!(
+            load(
+                MINIMAL,
+                &[("SEALGATE_OIDC__CLIENT_AUTH", "private_key_jwt")]
+            )
+            .is_err()
+        );
         assert!(c.cookies.secure);
         assert_eq!(c.cookies.same_site, SameSite::Lax);
         assert!(matches!(&c.keys.source, KeySource::Dir(d) if d == &PathBuf::from("keys")));

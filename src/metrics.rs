@@ -49,8 +49,22 @@ const REFRESH_OUTCOMES: [&str; 4] = ["ok", "shared", "fatal", "transient"];
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 const KEY_RELOADS: [&str; 2] = ["ok", "failed"];
 
+/// Upper bounds of the latency histogram buckets, in seconds (the last bucket is +Inf).
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// One latency histogram: a count per bucket (not cumulative; summed when rendered), the
+/// +Inf bucket last, and the sum in microseconds.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    latency: [Histogram; ENDPOINTS.len()],
     /// Route prefixes from the configuration: the only route labels there can be.
     routes: Vec<(String, [AtomicU64; CLASSES.len()])>,
     refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
@@ -96,6 +110,27 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: &str) {
         count(&self.upstream_errors, &UPSTREAM_ERRORS, kind);
+    }
+
+    /// The time to answer (to the answer head, for streamed answers) of one request.
+    pub fn latency(&self, endpoint: Endpoint, elapsed: std::time::Duration) {
+        let e = ENDPOINTS
+            .iter()
+            .position(|(e, _)| *e == endpoint)
+            .unwrap_or(ENDPOINTS.len() - 1);
+        let Some(h) = self.latency.get(e) else { return };
+        let secs = elapsed.as_secs_f64();
+        let b = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(c) = h.buckets.get(b) {
+            c.fetch_add(1, Relaxed);
+        }
+        h.sum_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
     }
 
     pub fn request(&self, endpoint: Endpoint, status: u16) {
@@ -163,6 +198,28 @@ impl Metrics {
                     );
                 }
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sealgate_request_duration_seconds Time to answer (to the head for streamed answers), by endpoint family.\n# TYPE sealgate_request_duration_seconds histogram"
+        );
+        for ((_, name), h) in ENDPOINTS.iter().zip(&self.latency) {
+            let mut cumulative = 0;
+            for (i, n) in h.buckets.iter().enumerate() {
+                cumulative += n.load(Relaxed);
+                let le = LATENCY_BUCKETS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "sealgate_request_duration_seconds_bucket{{endpoint=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "sealgate_request_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}\nsealgate_request_duration_seconds_count{{endpoint=\"{name}\"}} {cumulative}"
+            );
         }
         header(
             &mut out,
@@ -278,5 +335,24 @@ mod tests {
         assert!(text.contains("sealgate_requests_total{endpoint=\"login\",code=\"3xx\"} 1"));
         assert!(text.contains("sealgate_session_rejected_total{reason=\"expired\"} 1"));
         assert!(text.contains("sealgate_session_rejected_total{reason=\"invalid\"} 1"));
+    }
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.latency(Endpoint::Proxy, std::time::Duration::from_micros(700));
+        m.latency(Endpoint::Proxy, std::time::Duration::from_millis(30));
+        m.latency(Endpoint::Proxy, std::time::Duration::from_secs(9));
+        let text = m.render();
+        for line in [
+            "sealgate_request_duration_seconds_bucket{endpoint=\"proxy\",le=\"0.0005\"} 0",
+            "sealgate_request_duration_seconds_bucket{endpoint=\"proxy\",le=\"0.001\"} 1",
+            "sealgate_request_duration_seconds_bucket{endpoint=\"proxy\",le=\"0.05\"} 2",
+            "sealgate_request_duration_seconds_bucket{endpoint=\"proxy\",le=\"5\"} 2",
+            "sealgate_request_duration_seconds_bucket{endpoint=\"proxy\",le=\"+Inf\"} 3",
+            "sealgate_request_duration_seconds_count{endpoint=\"proxy\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

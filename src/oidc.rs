@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use crate::config::ClientAuthMethod as ClientAuth;
 use crate::http_client::{HttpClient, HttpError};
 use crate::secret::SecretString;
 
@@ -53,15 +54,6 @@ pub enum OidcError {
     /// A malformed answer, or one that fails validation (signature, claims, sizes).
     #[error("invalid provider response: {0}")]
     Invalid(String),
-}
-
-/// How the client authenticates at the token endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// `client_secret_basic` (the default).
-    Basic,
-    /// `client_secret_post`.
-    Post,
 }
 
 /// The client's side of the relationship, from the configuration.

@@ -15,6 +15,7 @@ import * as http from 'node:http';
 
 import { freePort } from './sealgate.mjs';
 import { findLeaks, startStack, tokenNeedles } from './stack.mjs';
+import { startUpstream } from './upstream.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium)`;
@@ -31,10 +32,13 @@ describe('sealgate in Chromium with the demo SPA', { skip }, () => {
   let op;
   let lax; // [cookies] secure = true, same_site = "lax" (the default)
   let strict; // same_site = "strict"
+  let upstream; // the API behind /api/, for the SPA's "Call API" button
 
   before(async () => {
     ({ chromium } = await import('playwright-core'));
+    upstream = await startUpstream();
     const frontend = { static_dir: SPA };
+    const routes = [{ prefix: '/api/', upstream: upstream.url }];
     [browser, stack] = await Promise.all([
       chromium.launch({
         executablePath: CHROMIUM,
@@ -45,7 +49,7 @@ describe('sealgate in Chromium with the demo SPA', { skip }, () => {
       startStack({
         op: { accounts: { alice: {}, bertha: { groups: GROUPS } }, extraProfileClaims: ['groups'] },
         sealgates: [
-          { host: 'localhost', config: { cookies: { secure: true }, frontend } },
+          { host: 'localhost', config: { cookies: { secure: true }, frontend, routes } },
           { host: 'localhost', config: { cookies: { secure: true, same_site: 'strict' }, frontend } },
         ],
       }),
@@ -56,6 +60,7 @@ describe('sealgate in Chromium with the demo SPA', { skip }, () => {
   after(async () => {
     await browser?.close();
     await stack?.stop();
+    await upstream?.close();
   });
 
   /** A fresh browser context and page; records the Cookie header of every document request. */
@@ -148,6 +153,29 @@ describe('sealgate in Chromium with the demo SPA', { skip }, () => {
       // provider's cross-site page started) already carried the session cookie.
       const landing = documents.filter((r) => r.url() === `${lax.publicUrl}/`).at(-1);
       assert.ok(await carried(landing, '__Host-Http-sealgate.0'), 'Lax: sent on the top-level navigation back');
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('"Call API" from the SPA: the API gets the bearer token through sealgate, the page never does', async () => {
+    const { context, page } = await newPage();
+    try {
+      await loginInPage(page, lax, 'alice');
+      assert.ok(await page.isVisible('#call-api'));
+      const before = upstream.requests.length;
+      await page.click('#call-api');
+      await page.waitForFunction(() => /^\d{3}\n/.test(document.getElementById('api').textContent));
+      const [status, ...body] = (await page.textContent('#api')).split('\n');
+      assert.equal(status, '200');
+      const echoed = JSON.parse(body.join('\n'));
+      assert.equal(echoed.url, '/api/echo?from=spa');
+      const seen = upstream.requests.slice(before).find((r) => r.url === '/api/echo?from=spa');
+      assert.ok(seen, 'the upstream got the call');
+      assert.match(seen.headers.authorization ?? '', /^Bearer \S+$/, 'with the access token');
+      assert.ok(!(seen.headers.cookie ?? '').includes('sealgate'), 'without sealgate cookies');
+      const token = seen.headers.authorization.slice('Bearer '.length);
+      assert.ok(!(await page.content()).includes(token), 'the page never holds the token');
     } finally {
       await context.close();
     }
