@@ -8,11 +8,15 @@
     reason = "tests fail loudly by design"
 )]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{free_port, keygen, write_config};
 
 use sealgate::config::SameSite;
 use sealgate::cookies::RequestCookies;
@@ -26,41 +30,14 @@ const LIMITS: Limits = Limits {
     refresh_skew: 60,
 };
 
-struct Server {
-    child: Child,
+struct Running {
+    server: common::Server,
     port: u16,
     log: PathBuf,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn keygen(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(["keygen", "--dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 fn keys_cmd(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::bin().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -68,31 +45,14 @@ fn keys_cmd(args: &[&str]) {
     );
 }
 
-fn start(dir: &Path, tmp: &Path) -> Server {
-    let port = free_port();
+fn start(dir: &Path, tmp: &Path) -> Running {
     // The provider is unreachable on purpose: /bff/user needs only the keys.
-    let config = tmp.join("sealgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-             [oidc]\nissuer = \"http://127.0.0.1:{}\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n\
-             [cookies]\nsecure = false\n[keys]\ndir = \"{}\"\n",
-            free_port(),
-            dir.display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let config = write_config(tmp, port, dir, "[cookies]\nsecure = false\n");
     let log = tmp.join("sealgate.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server { child, port, log };
-    wait_for(|| get(server.port, "/healthz", None).0 == 200, "healthz");
-    server
+    let server = common::Server::start(&config, Some(&log));
+    wait_for(|| get(port, "/healthz", None).0 == 200, "healthz");
+    Running { server, port, log }
 }
 
 /// A minimal HTTP/1.1 GET: (status, body).
@@ -241,7 +201,7 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
 
     // SIGHUP reloads on demand.
     let before = metric(port, RELOAD_OK);
-    let pid = server.child.id().to_string();
+    let pid = server.server.pid();
     assert!(
         Command::new("kill")
             .args(["-HUP", &pid])

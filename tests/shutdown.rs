@@ -6,10 +6,14 @@
     reason = "tests fail loudly by design"
 )]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{Server, free_port, keygen, write_config};
 
 /// An upstream that answers every request after `delay`.
 fn slow_upstream(delay: Duration) -> u16 {
@@ -47,40 +51,15 @@ fn request(port: u16, path: &str) -> std::io::Result<String> {
 fn sigterm_finishes_in_flight_requests_and_exits_0() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .args(["keygen", "--dir"])
-            .arg(&keys)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    keygen(&keys);
     let upstream = slow_upstream(Duration::from_millis(1500));
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = tmp.path().join("sealgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-             [oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n\
-             [keys]\ndir = \"{}\"\n[server]\ndrain_timeout = \"5s\"\n\
-             [[routes]]\nprefix = \"/public/\"\nupstream = \"http://127.0.0.1:{upstream}\"\ntoken = \"none\"\n",
-            keys.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let routes = format!(
+        "[server]\ndrain_timeout = \"5s\"\n\
+         [[routes]]\nprefix = \"/public/\"\nupstream = \"http://127.0.0.1:{upstream}\"\ntoken = \"none\"\n"
+    );
+    let config = write_config(tmp.path(), port, &keys, &routes);
+    let mut server = Server::start(&config, None);
     let deadline = Instant::now() + Duration::from_secs(10);
     while request(port, "/healthz").is_err() {
         assert!(Instant::now() < deadline, "server did not start");
@@ -92,7 +71,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
     let sent = Instant::now();
     assert!(
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &server.pid()])
             .status()
             .unwrap()
             .success()
@@ -108,7 +87,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
         "still accepting after SIGTERM"
     );
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = server.0.try_wait().unwrap() {
             break s;
         }
         assert!(

@@ -7,18 +7,13 @@
     reason = "tests fail loudly by design"
 )]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Server, free_port, keygen, write_config};
 
 fn make_cert(dir: &Path, cn: &str) {
     let status = Command::new("openssl")
@@ -95,42 +90,15 @@ fn serves_http1_and_http2_over_tls_and_reloads_the_certificate() {
     let dir = tmp.path();
     make_cert(dir, "first");
     let keys = dir.join("keys");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .args(["keygen", "--dir"])
-            .arg(&keys)
-            .output()
-            .unwrap()
-            .status
-            .success()
+    keygen(&keys);
+    let port = free_port();
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("sealgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\npublic_url = \"https://127.0.0.1:{port}\"\n\
-             [oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nallow_insecure_http = true\n\
-             [keys]\ndir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            keys.display(),
-            dir.join("cert.pem").display(),
-            dir.join("key.pem").display()
-        ),
-    )
-    .unwrap();
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let config = write_config(dir, port, &keys, &tls);
+    let _server = Server::start(&config, None);
     let deadline = Instant::now() + Duration::from_secs(10);
     while curl(port, "--http1.1") != "1.1 200" {
         assert!(Instant::now() < deadline, "server did not come up over TLS");
