@@ -23,8 +23,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { login } from './browserless.mjs';
 import { startProvider } from './op.mjs';
+import { startUpstream } from './upstream.mjs';
 import { freePort, keygen, startSealgate } from './sealgate.mjs';
-import { CLIENT_SECRET, metric, within } from './stack.mjs';
+import { CLIENT_SECRET, metric, waitUntil, within } from './stack.mjs';
 import {
   copyRing, failed, haproxyBin, installFile, kidInCookieHeader, kidInSetCookie, parseReload,
   sealgateCli, startHaproxy, startLoad, summarize, waitForLogAfter,
@@ -101,16 +102,19 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
   describe('one key folder shared by three instances', () => {
     let sgs = [];
     let lb;
+    let up; // an API upstream, for a slow request in flight during the drain
     let cookie; // the Cookie header of one session, logged in through the load balancer
     const names = ['s1', 's2', 's3'];
 
     before(async () => {
       const shared = path.join(tmp, 'shared-keys');
       await keygen(shared);
+      up = await startUpstream();
       sgs = await startFleet(op.issuer, names.map(() => ({
         public_url: lbUrl(0),
         keys: { dir: shared },
         server: { drain_timeout: '5s' },
+        routes: [{ prefix: '/api/', upstream: up.url }],
       })));
       lb = await startHaproxy({
         port: lbPorts[0],
@@ -121,6 +125,7 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
     after(async () => {
       await Promise.all(sgs.map((sg) => sg.stop()));
       await lb?.stop();
+      await up?.close();
     });
 
     test('any instance opens any session: login through the load balancer, /bff/user 200 on each instance directly', async (t) => {
@@ -193,10 +198,17 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
         url: `${lb.url}/bff/user`, headers: () => ({ cookie, ...csrf }), concurrency: CONCURRENCY, maxMs: 20_000, maxRequests: 20_000,
       });
       await sleep(1500);
+      // One slow request (the upstream answers after 1.5 s), sent to the victim directly so
+      // that no retry by haproxy can hide its loss: it must be finished by the drain.
+      const slowPath = `/api/slow?ms=1500&fleet=${Date.now()}`;
+      const slow = fetch(`${victim.url}${slowPath}`, { headers: { cookie, ...csrf }, signal: AbortSignal.timeout(8000) })
+        .then(async (res) => ({ status: res.status, body: await res.text(), end: Date.now() }), (e) => ({ status: 0, error: e.cause?.code ?? e.name, end: Date.now() }));
+      await waitUntil(() => up.requests.some((r) => r.url === slowPath), 3000, 'the slow request at the upstream');
       const tTerm = Date.now();
       victim.proc.kill('SIGTERM');
       const exit = await within(12_000, exitOf(victim.proc), 'the exit of the SIGTERMed instance (drain_timeout 5s)');
       const tExit = Date.now();
+      const slowResult = await slow;
       await lb.waitStatus((s) => s.s2?.startsWith('DOWN'), 6000, 's2 DOWN');
       await sleep(1500);
       const results = await load.stop();
@@ -205,7 +217,8 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
       const failures = results.filter(failed);
       const logs = victim.logs().slice(logOffset);
       t.diagnostic(`SIGTERM: ${sum.total} requests (${JSON.stringify(sum.byStatus)}, errors ${JSON.stringify(sum.errors)}), `
-        + `${failures.length} failed, ${sum.retried} retried by haproxy, exit ${JSON.stringify(exit)} ${tExit - tTerm} ms after SIGTERM; `
+        + `${failures.length} failed, ${sum.retried} retried by haproxy; the slow request in flight: ${slowResult.status} `
+        + `${slowResult.end - tTerm} ms after SIGTERM; exit ${JSON.stringify(exit)} ${tExit - tTerm} ms after SIGTERM; `
         + `by server ${JSON.stringify(sum.byServer)}; sealgate: ${logs.split('\n').filter((l) => /shutting down|connections closed|drain time/.test(l)).map((l) => l.replace(/^\S+\s+/, '')).join(' | ')}`);
       const show = (rs) => JSON.stringify(rs.slice(0, 10).map((r) => ({ ...r, setCookies: undefined, start: r.start - tTerm, end: r.end - tTerm })));
 
@@ -213,6 +226,9 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
       assert.ok(results.filter((r) => r.start > tExit).length >= 100, 'enough requests after its exit');
       assert.equal(failures.length, 0, `requests failed around SIGTERM: ${show(failures)}${tail(victim)}${lbTail(lb)}`);
       assert.deepEqual(exit, { code: 0, signal: null }, `exit status after SIGTERM${tail(victim)}`);
+      assert.equal(slowResult.status, 200, `the request in flight at SIGTERM was not drained: ${JSON.stringify(slowResult)}${tail(victim)}`);
+      assert.deepEqual(JSON.parse(slowResult.body), { slept: 1500 });
+      assert.ok(tExit >= slowResult.end - 50, 'the process exited only after its last request was answered');
       assert.match(logs, /shutting down: draining connections/);
       assert.equal(results.filter((r) => r.server === 's2' && r.start > tExit).length, 0, 'nothing is answered by the stopped instance');
     });
@@ -375,6 +391,8 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
         assert.equal((await userWith(lb.url, newCookie)).status, 200);
 
         await sleep(Math.max(0, retireAt - Date.now()));
+        probing = false; // the old-key session's history is complete: up to its limit and beyond
+        await prober;
         const expiredBefore = await sum('sealgate_session_rejected_total', { reason: 'expired' });
         const unknownBefore = await sum('sealgate_session_rejected_total', { reason: 'unknown_key' });
         const retireOffsets = sgs.map((sg) => sg.logs().length);
@@ -394,8 +412,6 @@ describe('a fleet of three sealgates behind haproxy', { skip: HAPROXY ? false : 
         for (const sg of sgs) assert.equal((await userWith(sg.url, newCookie)).status, 200, `new-key session on :${sg.port}${tail(sg)}`);
         for (let i = 0; i < 3; i++) assert.equal((await userWith(lb.url, newCookie)).status, 200);
 
-        probing = false;
-        await prober;
         const rel = (ms) => `${((ms - oldLimitMs) / 1000).toFixed(1)} s`;
         const before = oldProbes.filter((p) => p.end < oldLimitMs);
         const afterLimit = oldProbes.filter((p) => p.start >= oldLimitMs);
