@@ -44,6 +44,7 @@ pub struct App {
     tls_files: Option<Tls>,
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// Server limits.
+    pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
     pub cookies: Cookies,
@@ -115,6 +116,7 @@ impl App {
             key_dir,
             tls_files: config.tls.clone(),
             tls: RwLock::new(tls),
+            shutdown_delay: config.server.shutdown_delay,
             drain_timeout: config.server.drain_timeout,
             max_connections: config.server.max_connections,
             cookies: Cookies::new(

@@ -67,6 +67,9 @@ pub struct Tls {
 /// Server limits.
 #[derive(Debug)]
 pub struct Server {
+    /// After SIGTERM, how long to keep accepting with `/readyz` answering 503, so that load
+    /// balancers without connection retries see the instance leave before it stops listening.
+    pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
@@ -185,6 +188,7 @@ struct RawTls {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
+    shutdown_delay: Option<String>,
     drain_timeout: Option<String>,
     #[serde(default, deserialize_with = "flex::opt_uint")]
     max_connections: Option<u64>,
@@ -522,6 +526,12 @@ impl RawConfig {
             self.server.drain_timeout,
             "10s",
         );
+        let shutdown_delay = duration(
+            &mut v,
+            "server.shutdown_delay",
+            self.server.shutdown_delay,
+            "0s",
+        );
         let max_connections = self.server.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
             v.push("server.max_connections", "must be at least 1");
@@ -577,6 +587,7 @@ impl RawConfig {
                 frontend,
                 tls,
                 server: Server {
+                    shutdown_delay: shutdown_delay.unwrap_or_default(),
                     drain_timeout: drain_timeout.unwrap_or(Duration::from_secs(10)),
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                 },

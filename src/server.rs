@@ -38,7 +38,14 @@ pub async fn run(app: Arc<App>, listener: TcpListener) {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32);
-    let shutdown = shutdown_signal();
+    // On SIGTERM: first `shutdown_delay` of "lame duck" (still accepting, /readyz 503), then
+    // stop accepting and drain.
+    let shutdown = async {
+        shutdown_signal().await;
+        app.start_draining();
+        tracing::info!(delay = ?app.shutdown_delay, "SIGTERM: /readyz now 503");
+        tokio::time::sleep(app.shutdown_delay).await;
+    };
     tokio::pin!(shutdown);
     let builder = Arc::new(builder);
     loop {

@@ -98,3 +98,52 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn shutdown_delay_keeps_accepting_with_readyz_503_then_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    keygen(&keys);
+    let port = free_port();
+    let config = write_config(
+        tmp.path(),
+        port,
+        &keys,
+        "[server]\nshutdown_delay = \"1500ms\"\n",
+    );
+    let mut server = Server::start(&config, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(port, "/healthz").is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &server.pid()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Lame duck: still accepting, but no longer ready.
+    let ready = request(port, "/readyz").unwrap();
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        request(port, "/healthz")
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    std::thread::sleep(Duration::from_millis(1700));
+    assert!(
+        request(port, "/healthz").is_err(),
+        "still accepting after the delay"
+    );
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
