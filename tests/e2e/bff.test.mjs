@@ -7,6 +7,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
@@ -14,7 +15,7 @@ import {
 } from './browserless.mjs';
 import { freePort, startSealgate } from './sealgate.mjs';
 import {
-  Recorder, assertNoSessionSet, findLeaks, jarCookies, metric, setCookies, startStack, stateOf,
+  CLIENT_SECRET, Recorder, assertNoSessionSet, findLeaks, jarCookies, metric, setCookies, startStack, stateOf,
   tokenNeedles, within, TX_COOKIE,
 } from './stack.mjs';
 
@@ -31,7 +32,11 @@ describe('sealgate with the real provider', () => {
   let rec;
 
   before(async () => {
-    stack = await startStack({ sealgates: [{}, { config: { session: { idle: '2s' } } }] });
+    // The main instance logs at debug level: the log search below then covers every line
+    // sealgate can write.
+    stack = await startStack({
+      sealgates: [{ env: { SEALGATE_LOG: 'debug' } }, { config: { session: { idle: '2s' } } }],
+    });
     ({ op } = stack);
     [sg, idleSg] = stack.sgs;
     bff = sg.url;
@@ -446,6 +451,7 @@ describe('sealgate with the real provider', () => {
 
   test('no token reached the browser: not in any header, cookie or body sealgate sent, nor in its logs', async () => {
     const entries = await rec.settled();
+    assert.match(sg.logs(), /DEBUG/, 'the main instance logs at debug level');
     assert.ok(op.stats.issuedTokens.length >= 12, `tokens issued: ${op.stats.issuedTokens.length}`);
     assert.ok(op.stats.issuedTokens.every((t) => t.access_token && t.refresh_token && t.id_token));
     const needles = tokenNeedles(op.stats.issuedTokens);
@@ -459,6 +465,24 @@ describe('sealgate with the real provider', () => {
     for (const instance of [sg, idleSg]) {
       assert.deepEqual(findLeaks([{ method: 'LOG', url: instance.url, status: 0, headers: [], body: instance.logs() }], needles), []);
     }
+  });
+
+  test('no secret of sealgate\'s own (client secret, sealing key) in any answer or log line', async () => {
+    const entries = await rec.settled();
+    const needles = [{ label: 'client secret', needle: CLIENT_SECRET }];
+    for (const instance of [sg, idleSg]) {
+      const key = (await readFile(`${instance.keysDir}/${instance.kid}.key`, 'utf8')).trim();
+      assert.equal(key.length, 43);
+      needles.push({ label: `sealing key ${instance.kid}`, needle: key });
+      needles.push({ label: `sealing key ${instance.kid} (standard base64)`, needle: key.replace(/-/g, '+').replace(/_/g, '/') });
+    }
+    assert.deepEqual(findLeaks(entries, needles), []);
+    for (const instance of [sg, idleSg]) {
+      assert.deepEqual(findLeaks([{ method: 'LOG', url: instance.url, status: 0, headers: [], body: instance.logs() }], needles), []);
+    }
+    // The search works: it finds the client secret where it is (the launcher's config file).
+    const config = await readFile(sg.configPath, 'utf8');
+    assert.ok(findLeaks([{ method: 'FILE', url: sg.url, status: 0, headers: [], body: config }], needles).length > 0);
   });
 
   test('every answer under /bff/ had Cache-Control: no-store', async () => {

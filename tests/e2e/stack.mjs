@@ -39,6 +39,7 @@ export async function startStack({ op: opOptions = {}, sealgates = [{}] } = {}) 
     clientSecret: CLIENT_SECRET,
     port: ports[i],
     config: merge({ public_url: publicUrls[i] }, s.config),
+    env: s.env ?? {},
     waitReady: s.waitReady ?? true,
   })));
   const sgs = started.filter((r) => r.status === 'fulfilled').map((r) => r.value);
