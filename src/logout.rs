@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::app::{App, has_csrf_header};
+use crate::app::{App, has_csrf_header, is_cross_origin};
 use crate::error::Error;
 use crate::jar;
 use crate::oidc::now_secs;
@@ -30,7 +30,7 @@ pub async fn logout(
     let loaded = app.load_session(&jar, &ring, now).ok();
 
     let allowed = if is_post {
-        has_csrf_header(req)
+        has_csrf_header(req) && !is_cross_origin(app, req)
     } else {
         match (&loaded, sid_param(req.uri().query())) {
             (Some(l), Some(sid)) => bool::from(l.session.id.as_bytes().ct_eq(sid.as_bytes())),

@@ -11,7 +11,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use url::Url;
 
-use crate::app::{App, has_csrf_header};
+use crate::app::{App, has_csrf_header, is_cross_origin};
 use crate::config::{Route, TokenMode};
 use crate::error::Error;
 use crate::http_client::HttpError;
@@ -63,7 +63,7 @@ pub async fn api(
     let allowed = if is_websocket(&req) {
         same_origin(app, &req)
     } else {
-        has_csrf_header(&req)
+        has_csrf_header(&req) && !is_cross_origin(app, &req)
     };
     if !allowed {
         return Err(Error::Csrf);

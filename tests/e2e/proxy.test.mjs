@@ -251,6 +251,27 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     assert.equal(up.requests.length, n, 'the upstream saw nothing');
   });
 
+  test('a state-changing call from another origin is refused even with X-CSRF (Origin, Sec-Fetch-Site)', async () => {
+    const n = up.requests.length;
+    const post = (headers) => jar.fetch(`${sg.url}/api/echo`, {
+      method: 'POST', headers: { 'x-csrf': '1', 'content-type': 'text/plain', ...headers }, body: 'x',
+    });
+    for (const headers of [{ origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }]) {
+      const res = await post(headers);
+      assert.equal(res.status, 403, JSON.stringify(headers));
+      assert.deepEqual(await res.json(), { error: 'csrf' });
+    }
+    assert.equal(up.requests.length, n, 'the upstream saw nothing');
+    // The SPA's own origin, and browsers' same-origin marker, pass; safe methods are not checked.
+    assert.equal((await post({ origin: new URL(sg.url).origin, 'sec-fetch-site': 'same-origin' })).status, 200);
+    const get = await jar.fetch(`${sg.url}/api/echo`, { headers: { 'x-csrf': '1', 'sec-fetch-site': 'cross-site' } });
+    assert.equal(get.status, 200);
+    // POST /bff/logout likewise: refused from another origin, the session untouched.
+    const logout = await jar.fetch(`${sg.url}/bff/logout`, { method: 'POST', headers: { 'x-csrf': '1', origin: 'http://evil.example' } });
+    assert.equal(logout.status, 403);
+    assert.equal((await bffFetch(jar, `${sg.url}/bff/user`)).status, 200);
+  });
+
   test('without a valid session: 401 login_required and nothing reaches the upstream', async () => {
     const n = up.requests.length;
     const none = await fetch(`${sg.url}/api/echo`, { headers: { 'x-csrf': '1', cookie: 'theme=dark' } });
