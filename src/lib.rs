@@ -75,4 +75,45 @@ pub mod fuzzing {
         }
         let _ = spec.clear(&jar);
     }
+
+    /// A callback query and a `returnTo` through their parsers.
+    pub fn callback_query(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let _ = crate::login::CallbackParams::parse(&text);
+        let _ = crate::login::local_path(&text);
+    }
+
+    /// A configuration file, and environment variables after a NUL byte (`NAME=value` lines),
+    /// through the loader.
+    pub fn config(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let (file, env) = text.split_once('\0').unwrap_or((&text, ""));
+        let vars = env.lines().filter_map(|l| l.split_once('='));
+        let _ = crate::config::Config::load(file, vars);
+    }
+
+    /// Header lines (`name: value`) and a request target through the proxy's rewriting:
+    /// hop-by-hop removal, sealgate's cookies out of `Cookie` and `Set-Cookie`, the
+    /// upstream URI.
+    pub fn proxy_headers(data: &[u8]) {
+        use http::header::{HeaderMap, HeaderName, HeaderValue};
+        let text = String::from_utf8_lossy(data);
+        let mut lines = text.lines();
+        let target = lines.next().unwrap_or("/");
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':')
+                && let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+            {
+                headers.append(n, v);
+            }
+        }
+        let ours = crate::jar::Cookies::new(false, SameSite::Lax, 4);
+        crate::proxy::strip_hop_by_hop(&mut headers);
+        crate::proxy::rewrite_cookies(&ours, &mut headers);
+        crate::proxy::drop_our_set_cookies(&ours, &mut headers);
+        if let (Ok(base), Ok(uri)) = (url::Url::parse("http://127.0.0.1:9/base/"), target.parse::<http::Uri>()) {
+            let _ = crate::proxy::upstream_uri(&base, &uri, Some("/api/"));
+        }
+    }
 }

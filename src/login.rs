@@ -269,7 +269,7 @@ fn too_large(e: WriteError) -> Error {
 
 /// The parameters of an authorization response (RFC 6749 §4.1.2, RFC 9207).
 #[derive(Debug, Default)]
-struct CallbackParams {
+pub(crate) struct CallbackParams {
     code: Option<String>,
     state: Option<String>,
     iss: Option<String>,
@@ -279,7 +279,7 @@ struct CallbackParams {
 impl CallbackParams {
     /// Parses the query; a parameter given twice is refused (RFC 6749 §3.1: "parameters
     /// MUST NOT be included more than once").
-    fn parse(query: &str) -> Result<Self, Error> {
+    pub(crate) fn parse(query: &str) -> Result<Self, Error> {
         let mut p = CallbackParams::default();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             let slot = match k.as_ref() {

@@ -167,7 +167,7 @@ pub async fn forward(
     });
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    rewrite_cookies(app, &mut headers);
+    rewrite_cookies(&app.cookies, &mut headers);
     headers.remove(header::AUTHORIZATION);
     if let Some(token) = target.bearer {
         let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
@@ -201,7 +201,7 @@ pub async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    drop_our_set_cookies(app, &mut parts.headers);
+    drop_our_set_cookies(&app.cookies, &mut parts.headers);
     Ok(Response::from_parts(parts, reply::boxed(body)))
 }
 
@@ -250,7 +250,7 @@ fn same_origin<B>(app: &App, req: &Request<B>) -> bool {
 }
 
 /// `base` + the request path (less `strip_prefix`) + the request query.
-fn upstream_uri(base: &Url, uri: &Uri, strip_prefix: Option<&str>) -> Result<Uri, Error> {
+pub(crate) fn upstream_uri(base: &Url, uri: &Uri, strip_prefix: Option<&str>) -> Result<Uri, Error> {
     let path = uri.path();
     let rest = match strip_prefix {
         Some(prefix) => path
@@ -280,7 +280,7 @@ fn upstream_uri(base: &Url, uri: &Uri, strip_prefix: Option<&str>) -> Result<Uri
         .map_err(|_| Error::BadRequest("The request path cannot be forwarded."))
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -295,7 +295,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes sealgate's cookies from every `Cookie` header, keeping the others.
-fn rewrite_cookies(app: &App, headers: &mut HeaderMap) {
+pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -304,7 +304,7 @@ fn rewrite_cookies(app: &App, headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or("");
-            !pair.is_empty() && !app.cookies.is_ours(name)
+            !pair.is_empty() && !ours.is_ours(name)
         })
         .map(str::to_owned)
         .collect();
@@ -318,7 +318,7 @@ fn rewrite_cookies(app: &App, headers: &mut HeaderMap) {
 
 /// Removes any `Set-Cookie` of the upstream that names one of sealgate's cookies: an
 /// upstream must not be able to delete the session or plant a captured sealed value.
-fn drop_our_set_cookies(app: &App, headers: &mut HeaderMap) {
+pub(crate) fn drop_our_set_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
     let all: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
@@ -334,7 +334,7 @@ fn drop_our_set_cookies(app: &App, headers: &mut HeaderMap) {
             .and_then(|s| s.split('=').next())
             .map(str::trim)
             .unwrap_or("");
-        !app.cookies.is_ours(name)
+        !ours.is_ours(name)
     });
     if !dropped.is_empty() {
         tracing::warn!(

@@ -22,3 +22,24 @@ fn committed_seeds_open() {
     // A stale chunk 3 beside a one-chunk session is ignored, not glued on.
     assert!(open("seed-stale").is_ok());
 }
+
+#[test]
+fn every_fuzz_target_runs_over_its_seeds() {
+    let targets: [(&str, fn(&[u8])); 4] = [
+        ("cookie_open", sealgate::fuzzing::cookie_header),
+        ("callback_query", sealgate::fuzzing::callback_query),
+        ("config", sealgate::fuzzing::config),
+        ("proxy_headers", sealgate::fuzzing::proxy_headers),
+    ];
+    for (target, run) in targets {
+        let seeds: Vec<_> = std::fs::read_dir(format!("fuzz/corpus/{target}"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+            .collect();
+        assert!(!seeds.is_empty(), "{target} has no seed");
+        for seed in seeds {
+            run(&std::fs::read(&seed).unwrap());
+        }
+    }
+}

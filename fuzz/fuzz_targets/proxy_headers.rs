@@ -1,0 +1,8 @@
+//! Arbitrary bytes through sealgate::fuzzing::proxy_headers: must never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    sealgate::fuzzing::proxy_headers(data);
+});
