@@ -35,7 +35,12 @@ fn every_fuzz_target_runs_over_its_seeds() {
         let seeds: Vec<_> = std::fs::read_dir(format!("fuzz/corpus/{target}"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("seed-")
+            })
             .collect();
         assert!(!seeds.is_empty(), "{target} has no seed");
         for seed in seeds {

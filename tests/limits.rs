@@ -119,8 +119,48 @@ fn refuses_hostile_requests_with_clear_statuses_and_serves_on() {
         );
     }
 
+    // Hundreds of cookies: the first 128 are read, the rest ignored; still a clean 401.
+    let many: Vec<String> = (0..600).map(|i| format!("c{i}=v{i}")).collect();
+    let req = format!(
+        "GET /bff/user HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        many.join("; ")
+    );
+    assert!(
+        raw(port, req.as_bytes()).starts_with("HTTP/1.1 401"),
+        "600 cookies"
+    );
+
     assert!(
         healthy().starts_with("HTTP/1.1 200"),
         "still serving after all that"
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    let (_tmp, _server, port) = start();
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    // Others are served meanwhile.
+    assert!(
+        raw(
+            port,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .starts_with("HTTP/1.1 200")
+    );
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    // hyper answers 408 or closes; either way the slot is freed after the 10 s head timeout.
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        "cut off after {waited:?}"
     );
 }

@@ -156,6 +156,26 @@ describe('sealgate with the real provider', () => {
     assert.equal((await user(jar)).status, 200, 'the same browser with X-CSRF: 1');
   });
 
+  test('no CORS: a preflight from another origin is never granted', async () => {
+    const { jar } = await loggedIn({ username: 'cors' });
+    for (const path of ['/bff/user', '/bff/logout', '/api/anything', '/']) {
+      const res = await rec.fetch(`${bff}${path}`, {
+        method: 'OPTIONS',
+        headers: {
+          origin: 'http://evil.example',
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'x-csrf',
+          cookie: jar.header(`${bff}${path}`),
+        },
+      });
+      assert.ok(res.status >= 400, `${path}: ${res.status}`);
+      for (const [k] of res.headers) assert.ok(!k.startsWith('access-control-'), `${path}: ${k}`);
+    }
+    // And no answer to an ordinary cross-origin request grants it either.
+    const user = await rec.fetch(`${bff}/bff/user`, { headers: { origin: 'http://evil.example', 'x-csrf': '1', cookie: jar.header(`${bff}/bff/user`) } });
+    assert.equal(user.headers.get('access-control-allow-origin'), null);
+  });
+
   test('a profile cookie of another session is never shown with this session', async () => {
     const a = (await loggedIn({ username: 'alice' })).jar;
     const b = (await loggedIn({ username: 'mallory' })).jar;

@@ -33,6 +33,8 @@ export const SCENARIOS = {
   expired: { expect: 'refuse', what: 'exp an hour in the past' },
   iat_future: { expect: 'refuse', what: 'iat a day in the future' },
   missing_exp: { expect: 'refuse', what: 'ID token without exp' },
+  missing_iat: { expect: 'refuse', what: 'ID token without iat' },
+  iat_old: { expect: 'refuse', what: 'iat two hours in the past (exp still ahead)' },
   wrong_nonce: { expect: 'refuse', what: 'nonce differs from the one sent' },
   missing_nonce: { expect: 'refuse', what: 'nonce absent although one was sent' },
   iss_param_mismatch: { expect: 'refuse', what: 'authorization response iss parameter names another issuer (RFC 9207 mix-up): the token endpoint must not even be called' },
@@ -228,6 +230,8 @@ export async function startHostile({ clientId = 'bff', clientSecret, redirectUri
       case 'expired': claims.iat = now - 7200; claims.auth_time = now - 7200; claims.exp = now - 3600; break;
       case 'iat_future': claims.iat = now + 86400; claims.exp = now + 86400 + 300; break;
       case 'missing_exp': delete claims.exp; break;
+      case 'missing_iat': delete claims.iat; break;
+      case 'iat_old': claims.iat = now - 7200; break;
       case 'wrong_nonce': claims.nonce = random(); break;
       case 'missing_nonce': delete claims.nonce; break;
       case 'huge_id_token': {

@@ -411,11 +411,13 @@ describe('hostile.mjs: the hostile provider', () => {
       expired: (c) => assert.ok(c.exp < now - 60),
       iat_future: (c) => assert.ok(c.iat > now + 3600),
       missing_exp: (c) => assert.equal(c.exp, undefined),
+      missing_iat: (c) => assert.equal(c.iat, undefined),
+      iat_old: (c) => { assert.ok(c.iat < now - 3600); assert.ok(c.exp > now); },
       wrong_nonce: (c, r) => { assert.ok(c.nonce); assert.notEqual(c.nonce, r.nonce); },
       missing_nonce: (c) => assert.equal(c.nonce, undefined),
     };
     // Rules a JWT library checks by itself; the rest (azp, nonce) is the client's own job.
-    const libraryCatches = new Set(['wrong_iss', 'missing_iss', 'wrong_aud', 'missing_aud', 'expired', 'iat_future', 'missing_exp']);
+    const libraryCatches = new Set(['wrong_iss', 'missing_iss', 'wrong_aud', 'missing_aud', 'expired', 'iat_future', 'missing_exp', 'missing_iat', 'iat_old']);
     for (const [scenario, check] of Object.entries(cases)) {
       const r = await run(scenario);
       assert.equal(r.res.status, 200, scenario);
