@@ -103,7 +103,10 @@ pub mod fuzzing {
         let mut headers = HeaderMap::new();
         for line in lines {
             if let Some((name, value)) = line.split_once(':')
-                && let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+                && let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.trim().as_bytes()),
+                    HeaderValue::from_str(value.trim()),
+                )
             {
                 headers.append(n, v);
             }
@@ -112,7 +115,10 @@ pub mod fuzzing {
         crate::proxy::strip_hop_by_hop(&mut headers);
         crate::proxy::rewrite_cookies(&ours, &mut headers);
         crate::proxy::drop_our_set_cookies(&ours, &mut headers);
-        if let (Ok(base), Ok(uri)) = (url::Url::parse("http://127.0.0.1:9/base/"), target.parse::<http::Uri>()) {
+        if let (Ok(base), Ok(uri)) = (
+            url::Url::parse("http://127.0.0.1:9/base/"),
+            target.parse::<http::Uri>(),
+        ) {
             let _ = crate::proxy::upstream_uri(&base, &uri, Some("/api/"));
         }
     }

@@ -250,7 +250,11 @@ fn same_origin<B>(app: &App, req: &Request<B>) -> bool {
 }
 
 /// `base` + the request path (less `strip_prefix`) + the request query.
-pub(crate) fn upstream_uri(base: &Url, uri: &Uri, strip_prefix: Option<&str>) -> Result<Uri, Error> {
+pub(crate) fn upstream_uri(
+    base: &Url,
+    uri: &Uri,
+    strip_prefix: Option<&str>,
+) -> Result<Uri, Error> {
     let path = uri.path();
     let rest = match strip_prefix {
         Some(prefix) => path

@@ -25,7 +25,8 @@ fn committed_seeds_open() {
 
 #[test]
 fn every_fuzz_target_runs_over_its_seeds() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 4] = [
         ("cookie_open", sealgate::fuzzing::cookie_header),
         ("callback_query", sealgate::fuzzing::callback_query),
         ("config", sealgate::fuzzing::config),
