@@ -109,23 +109,24 @@ pub async fn callback(
     req: &Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Error> {
     let query = req.uri().query().unwrap_or("");
-    if query.len() > MAX_CALLBACK_QUERY {
-        return Err(Error::BadRequest("The login answer is too long."));
-    }
-    let params = match CallbackParams::parse(query) {
-        Ok(p) => p,
-        Err(e) => {
-            app.metrics.login_finished(false);
-            return Err(e);
+    let jar = app.request_cookies(req);
+    let mut clear_tx = Vec::new();
+    let parsed = if query.len() > MAX_CALLBACK_QUERY {
+        Err(Error::BadRequest("The login answer is too long."))
+    } else {
+        CallbackParams::parse(query)
+    };
+    let result = match parsed {
+        Err(e) => Err(e),
+        Ok(params) => {
+            let tx_spec = params
+                .state
+                .as_deref()
+                .and_then(|s| app.cookies.transaction(s));
+            clear_tx = tx_spec.as_ref().map(|s| s.clear(&jar)).unwrap_or_default();
+            complete(app, &jar, &params, tx_spec.as_ref()).await
         }
     };
-    let jar = app.request_cookies(req);
-    let tx_spec = params
-        .state
-        .as_deref()
-        .and_then(|s| app.cookies.transaction(s));
-    let clear_tx = tx_spec.as_ref().map(|s| s.clear(&jar)).unwrap_or_default();
-    let result = complete(app, &jar, &params, tx_spec.as_ref()).await;
     match &result {
         Ok(_) => app.metrics.login_finished(true),
         Err(e) => {

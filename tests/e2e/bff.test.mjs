@@ -513,6 +513,19 @@ describe('sealgate with the real provider', () => {
     assert.deepEqual(missing.map((e) => `${e.method} ${e.url} -> ${e.status}`), []);
   });
 
+  test('every callback answer had Referrer-Policy: no-referrer; every error page forbids framing and scripts', async () => {
+    const entries = await rec.settled();
+    const header = (e, name) => e.headers.find(([k]) => k === name)?.[1];
+    const callbacks = entries.filter((e) => new URL(e.url).pathname === '/bff/callback');
+    assert.ok(callbacks.length >= 10 && callbacks.some((e) => e.status === 302) && callbacks.some((e) => e.status === 400));
+    assert.deepEqual(callbacks.filter((e) => header(e, 'referrer-policy') !== 'no-referrer').map((e) => e.url), []);
+    const pages = entries.filter((e) => (header(e, 'content-type') ?? '').startsWith('text/html') && e.status >= 400);
+    assert.ok(pages.length >= 5, `error pages seen: ${pages.length}`);
+    for (const e of pages) {
+      assert.equal(header(e, 'content-security-policy'), "default-src 'none'; frame-ancestors 'none'", `${e.method} ${e.url}`);
+    }
+  });
+
   test('/metrics counts the logins done and refused', async () => {
     const callbacks = (await rec.settled()).filter((e) => e.url.startsWith(`${bff}/bff/callback`));
     const ok = callbacks.filter((e) => e.status === 302).length;
