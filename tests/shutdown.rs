@@ -10,10 +10,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, free_port, keygen, write_config};
+use common::{Server, free_port, keygen, wait_until, write_config};
 
 /// An upstream that answers every request after `delay`.
 fn slow_upstream(delay: Duration) -> u16 {
@@ -60,22 +59,11 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
     );
     let config = write_config(tmp.path(), port, &keys, &routes);
     let mut server = Server::start(&config, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while request(port, "/healthz").is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the server", || request(port, "/healthz").is_ok());
 
     let in_flight = std::thread::spawn(move || request(port, "/public/slow"));
     std::thread::sleep(Duration::from_millis(300));
-    let sent = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &server.pid()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
 
     let answer = in_flight.join().unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -86,17 +74,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
         request(port, "/healthz").is_err(),
         "still accepting after SIGTERM"
     );
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(8),
-            "did not exit within the drain time"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.wait_exit(Duration::from_secs(8)), Some(0));
 }
 
 #[test]
@@ -112,18 +90,8 @@ fn shutdown_delay_keeps_accepting_with_readyz_503_then_stops() {
         "[server]\nshutdown_delay = \"1500ms\"\n",
     );
     let mut server = Server::start(&config, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while request(port, "/healthz").is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &server.pid()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    wait_until("the server", || request(port, "/healthz").is_ok());
+    server.terminate();
     std::thread::sleep(Duration::from_millis(300));
     // Lame duck: still accepting, but no longer ready.
     let ready = request(port, "/readyz").unwrap();
@@ -138,12 +106,5 @@ fn shutdown_delay_keeps_accepting_with_readyz_503_then_stops() {
         request(port, "/healthz").is_err(),
         "still accepting after the delay"
     );
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
 }
