@@ -6,6 +6,7 @@
 
 use crate::config::SameSite;
 use crate::cookies::{CookieSpec, ReadError, RequestCookies, WriteError};
+use crate::error::Error;
 use crate::keys::KeyRing;
 use crate::session::{Limits, Profile, Session};
 
@@ -148,6 +149,15 @@ pub fn load_profile(
     let opened = cookies.profile.open(jar, ring, now).ok()?;
     let profile = Profile::from_bytes(opened.payload()).ok()?;
     profile.belongs_to(session).then_some(profile)
+}
+
+/// The answer when a session cannot be written: tokens too large for the chunk cap are the
+/// provider's doing (502), anything else cannot happen for sizes below the cap.
+pub fn write_failure(e: WriteError) -> Error {
+    match e {
+        WriteError::TooManyChunks { .. } => Error::SessionTooLarge(e.to_string()),
+        WriteError::Seal(_) | WriteError::Encode(_) => Error::Internal(e.to_string()),
+    }
 }
 
 /// `Set-Cookie` values storing `session`, sealed until its policy expiry.

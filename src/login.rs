@@ -218,7 +218,7 @@ async fn complete(
         last_seen: now,
     };
     let mut set = jar::write_session(jar, &ring, &app.cookies, &app.limits, now, &session)
-        .map_err(too_large)?;
+        .map_err(jar::write_failure)?;
     let profile = Profile {
         session_id: session.id.clone(),
         id_token: Some(tokens.id_token),
@@ -248,24 +248,17 @@ fn write_profile_within_cap(
         |p: &Profile| jar::write_profile(jar, ring, &app.cookies, &app.limits, now, session, p);
     match write(&profile) {
         Err(WriteError::TooManyChunks { .. }) => {}
-        other => return other.map_err(too_large),
+        other => return other.map_err(jar::write_failure),
     }
     tracing::warn!("profile too large for the cookie cap: dropping the ID token");
     profile.id_token = None;
     match write(&profile) {
         Err(WriteError::TooManyChunks { .. }) => {}
-        other => return other.map_err(too_large),
+        other => return other.map_err(jar::write_failure),
     }
     tracing::warn!("profile still too large: keeping only sub and sid");
     profile.claims.retain(|k, _| k == "sub" || k == "sid");
-    write(&profile).map_err(too_large)
-}
-
-fn too_large(e: WriteError) -> Error {
-    match e {
-        WriteError::TooManyChunks { .. } => Error::SessionTooLarge(e.to_string()),
-        WriteError::Seal(_) | WriteError::Encode(_) => Error::Internal(e.to_string()),
-    }
+    write(&profile).map_err(jar::write_failure)
 }
 
 /// The parameters of an authorization response (RFC 6749 §4.1.2, RFC 9207).

@@ -140,7 +140,7 @@ async fn authorize(
     dirty |= session.touch(&app.limits, now);
     let set_cookies = if dirty {
         jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session)
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(jar::write_failure)?
     } else {
         Vec::new()
     };
@@ -170,8 +170,9 @@ pub async fn forward(
     rewrite_cookies(&app.cookies, &mut headers);
     headers.remove(header::AUTHORIZATION);
     if let Some(token) = target.bearer {
-        let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .map_err(|_| Error::Internal("access token is not a valid header value".into()))?;
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            Error::ProviderInvalid("access token is not a valid header value".into())
+        })?;
         let mut value = value;
         value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);

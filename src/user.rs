@@ -21,7 +21,7 @@ pub fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Response<B
     let mut set = Vec::new();
     if loaded.session.touch(&app.limits, now) || !loaded.by_primary {
         set = jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, &loaded.session)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(jar::write_failure)?;
     }
     let s = &loaded.session;
     let body = json!({
