@@ -196,11 +196,6 @@ impl CookieSpec {
         &self.name
     }
 
-    /// Most sealed characters one cookie of this spec can hold in `max_chunks` chunks.
-    pub fn capacity(&self) -> usize {
-        self.chunk_capacity * self.max_chunks
-    }
-
     /// Joins the chunks of this cookie carried by the request. Exactly chunks `0..count`
     /// are taken, `count` being what chunk 0 declares; a missing or duplicated one among
     /// them, or a count above `max_chunks`, makes the cookie invalid.

@@ -112,11 +112,6 @@ pub struct Loaded {
     pub by_primary: bool,
 }
 
-/// Why no session: a label for logs and metrics.
-pub fn reason(e: ReadError) -> &'static str {
-    e.as_str()
-}
-
 /// Opens the session cookie and applies the policy (absolute and idle limits).
 pub fn load(
     jar: &RequestCookies<'_>,
@@ -125,7 +120,10 @@ pub fn load(
     limits: &Limits,
     now: u64,
 ) -> Result<Loaded, &'static str> {
-    let opened = cookies.session.open(jar, ring, now).map_err(reason)?;
+    let opened = cookies
+        .session
+        .open(jar, ring, now)
+        .map_err(ReadError::as_str)?;
     let session = Session::from_bytes(opened.payload()).map_err(|_| "undecodable")?;
     session.check(limits, now).map_err(|e| match e {
         crate::session::Ended::Absolute => "absolute",
@@ -160,6 +158,10 @@ pub fn write_failure(e: WriteError) -> Error {
     }
 }
 
+fn encode_failure(e: serde_json::Error) -> WriteError {
+    WriteError::Encode(e.to_string())
+}
+
 /// `Set-Cookie` values storing `session`, sealed until its policy expiry.
 pub fn write_session(
     jar: &RequestCookies<'_>,
@@ -169,9 +171,7 @@ pub fn write_session(
     now: u64,
     session: &Session,
 ) -> Result<Vec<String>, WriteError> {
-    let bytes = session
-        .to_bytes()
-        .map_err(|e| WriteError::Encode(e.to_string()))?;
+    let bytes = session.to_bytes().map_err(encode_failure)?;
     cookies
         .session
         .seal(jar, ring, now, session.expires_at(limits), &bytes)
@@ -188,9 +188,7 @@ pub fn write_profile(
     session: &Session,
     profile: &Profile,
 ) -> Result<Vec<String>, WriteError> {
-    let bytes = profile
-        .to_bytes()
-        .map_err(|e| WriteError::Encode(e.to_string()))?;
+    let bytes = profile.to_bytes().map_err(encode_failure)?;
     let until = session.created_at.saturating_add(limits.absolute);
     cookies.profile.seal(jar, ring, now, until, &bytes)
 }

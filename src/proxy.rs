@@ -301,7 +301,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes sealgate's cookies from every `Cookie` header, keeping the others.
 pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
+    // One string for the kept pairs, borrowed from the headers until it is built.
+    let kept = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -311,13 +312,13 @@ pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMa
             let name = pair.split('=').next().unwrap_or("");
             !pair.is_empty() && !ours.is_ours(name)
         })
-        .map(str::to_owned)
-        .collect();
+        .collect::<Vec<_>>()
+        .join("; ");
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept)
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 

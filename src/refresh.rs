@@ -134,15 +134,6 @@ impl Refresher {
             slots.remove(key);
         }
     }
-
-    /// How many refreshes are remembered.
-    pub fn len(&self) -> usize {
-        self.slots.lock().map_or(0, |s| s.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
