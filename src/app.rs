@@ -25,6 +25,7 @@ use crate::refresh::{Outcome, Refresher, Role};
 use crate::reply::{self, Body};
 use crate::session::Limits;
 use crate::session::Session;
+use crate::session_cache::SessionCache;
 use crate::{frontend, login, logout, proxy, user};
 
 /// How long a login that arrives before discovery finished waits for it.
@@ -54,6 +55,8 @@ pub struct App {
     /// Longest prefix first.
     pub routes: Vec<Route>,
     pub metrics: Metrics,
+    /// Sessions already opened, for proxied calls; emptied whenever the key ring changes.
+    pub sessions: SessionCache,
     refresher: Refresher,
     provider: watch::Receiver<Option<Arc<Provider>>>,
     draining: AtomicBool,
@@ -132,6 +135,7 @@ impl App {
             http,
             frontend: config.frontend,
             metrics: Metrics::new(config.routes.iter().map(|r| r.prefix.clone()).collect()),
+            sessions: SessionCache::new(config.session.cache_entries),
             routes: config.routes,
             refresher: Refresher::default(),
             provider: rx,
@@ -158,6 +162,8 @@ impl App {
             Ok(ring) => {
                 let kids: Vec<String> = ring.kids().map(str::to_owned).collect();
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                // Entries are keyed to the old ring and would miss anyway; free them now.
+                self.sessions.clear();
                 self.metrics.key_reload("ok");
                 tracing::info!(why, primary = %kids.first().map_or("", String::as_str), kids = ?kids, "key ring reloaded");
                 Ok(())
@@ -202,7 +208,8 @@ impl App {
     }
 
     /// Reloads the key ring when its folder changes (polled every `every`: robust across
-    /// filesystems and Kubernetes' symlink swaps, where inotify is not) and on SIGHUP.
+    /// filesystems and Kubernetes' symlink swaps, where inotify is not) and on SIGHUP; on
+    /// each poll, drops the session cache's entries that can no longer be served.
     pub async fn watch_keys(self: Arc<Self>, every: Duration) {
         let dir = self.key_dir.as_ref().map(|(d, _)| d.clone());
         let fingerprint =
@@ -231,6 +238,7 @@ impl App {
                     last_tls = self.tls_fingerprint();
                 }
                 _ = tokio::time::sleep(every) => {
+                    self.sessions.sweep(crate::oidc::now_secs());
                     let now = fingerprint(&dir);
                     if now != last {
                         last = now;

@@ -125,7 +125,12 @@ pub struct Session {
     pub absolute: Duration,
     pub idle: Duration,
     pub refresh_skew: Duration,
+    /// Most opened sessions kept for proxied calls (`session_cache`); 0 disables the cache.
+    pub cache_entries: usize,
 }
+
+/// Most `session.cache_entries` an operator may configure (about 8 KB each).
+pub const MAX_CACHE_ENTRIES: u64 = 1 << 20;
 
 /// Whether a route sends the access token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +238,8 @@ struct RawSession {
     absolute: Option<String>,
     idle: Option<String>,
     refresh_skew: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_uint")]
+    cache_entries: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +438,13 @@ impl RawConfig {
             self.session.refresh_skew,
             "60s",
         );
+        let cache_entries = self.session.cache_entries.unwrap_or(1024);
+        if cache_entries > MAX_CACHE_ENTRIES {
+            v.push(
+                "session.cache_entries",
+                format!("must be between 0 and {MAX_CACHE_ENTRIES}"),
+            );
+        }
         if let (Some(a), Some(i)) = (absolute, idle) {
             if a.as_secs() == 0 || i.as_secs() == 0 {
                 v.push("session", "absolute and idle must be at least 1s");
@@ -582,6 +596,7 @@ impl RawConfig {
                     absolute,
                     idle,
                     refresh_skew,
+                    cache_entries: usize::try_from(cache_entries).unwrap_or(usize::MAX),
                 },
                 routes,
                 frontend,
@@ -803,6 +818,7 @@ client_secret = "s3cret"
         assert!(c.routes.is_empty() && c.frontend.is_none() && c.tls.is_none());
         assert_eq!(c.server.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.session.cache_entries, 1024);
     }
 
     #[test]
@@ -816,6 +832,7 @@ client_secret = "s3cret"
                 ("SEALGATE_COOKIES__MAX_CHUNKS", "6"),
                 ("SEALGATE_OIDC__SCOPES", "openid email"),
                 ("SEALGATE_SESSION__IDLE", "15m"),
+                ("SEALGATE_SESSION__CACHE_ENTRIES", "0"),
                 ("SEALGATE_CONFIG", "/etc/sealgate.toml"),
                 ("HOME", "/root"),
             ],
@@ -827,6 +844,7 @@ client_secret = "s3cret"
         assert_eq!(c.cookies.max_chunks, 6);
         assert_eq!(c.oidc.scopes, ["openid", "email"]);
         assert_eq!(c.session.idle, Duration::from_secs(900));
+        assert_eq!(c.session.cache_entries, 0);
     }
 
     #[test]
@@ -858,6 +876,7 @@ same_site = "sometimes"
 max_chunks = 99
 [session]
 idle = "2 fortnights and a bit"
+cache_entries = 99999999
 [[routes]]
 prefix = "/bff/api/"
 upstream = "ftp://x"
@@ -872,6 +891,7 @@ upstream = "ftp://x"
             "cookies.same_site",
             "cookies.max_chunks",
             "session.idle",
+            "session.cache_entries",
             "routes[0].prefix",
             "routes[0].upstream",
         ] {

@@ -110,6 +110,8 @@ pub struct Loaded {
     pub session: Session,
     /// Sealed under a key that is no longer primary: re-seal on the next write.
     pub by_primary: bool,
+    /// The sealed expiry of the cookie it came from.
+    pub expires_at: u64,
 }
 
 /// Opens the session cookie and applies the policy (absolute and idle limits).
@@ -133,6 +135,7 @@ pub fn load(
     Ok(Loaded {
         session,
         by_primary: opened.by_primary,
+        expires_at: opened.expires_at,
     })
 }
 

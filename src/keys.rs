@@ -197,7 +197,13 @@ impl fmt::Debug for Key {
 pub struct KeyRing {
     primary: Key,
     others: Vec<Key>,
+    /// Unique to this ring in this process: what a cache of opened values is keyed to, so
+    /// nothing opened under an older ring is served once it has been replaced.
+    id: u64,
 }
+
+/// Source of `KeyRing::id`.
+static NEXT_RING_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl KeyRing {
     /// Builds a ring from `(kid, key)` pairs, refusing duplicate kids, duplicate key bytes
@@ -231,7 +237,17 @@ impl KeyRing {
             what: what.to_owned(),
             message: format!("primary key {primary:?} is not in the ring"),
         })?;
-        Ok(Self { primary, others })
+        let id = NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self {
+            primary,
+            others,
+            id,
+        })
+    }
+
+    /// This ring's identity in this process: no two rings built here share it.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Loads a key folder (see the module documentation for its layout).

@@ -28,6 +28,7 @@ pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod session_cache;
 pub mod tls;
 pub mod user;
 

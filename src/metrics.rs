@@ -48,6 +48,8 @@ const REVOCATION_OUTCOMES: [&str; 3] = ["ok", "unsupported", "failed"];
 const REFRESH_OUTCOMES: [&str; 4] = ["ok", "shared", "fatal", "transient"];
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 const KEY_RELOADS: [&str; 2] = ["ok", "failed"];
+/// Session lookups of proxied calls: `hit` served from `session_cache`, `miss` opened.
+const CACHE_RESULTS: [&str; 2] = ["hit", "miss"];
 
 /// Upper bounds of the latency histogram buckets, in seconds (the last bucket is +Inf).
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -70,6 +72,7 @@ pub struct Metrics {
     refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
     upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
     key_reloads: [AtomicU64; KEY_RELOADS.len()],
+    session_cache: [AtomicU64; CACHE_RESULTS.len()],
     requests: [[AtomicU64; CLASSES.len()]; ENDPOINTS.len()],
     logins_started: AtomicU64,
     logins_ok: AtomicU64,
@@ -106,6 +109,15 @@ impl Metrics {
 
     pub fn key_reload(&self, outcome: &str) {
         count(&self.key_reloads, &KEY_RELOADS, outcome);
+    }
+
+    /// A proxied call's session came from the cache (`hit`) or was opened (`miss`).
+    pub fn session_cache(&self, hit: bool) {
+        count(
+            &self.session_cache,
+            &CACHE_RESULTS,
+            if hit { "hit" } else { "miss" },
+        );
     }
 
     pub fn upstream_error(&self, kind: &str) {
@@ -275,6 +287,14 @@ impl Metrics {
             "outcome",
             &KEY_RELOADS,
             &self.key_reloads,
+        );
+        family(
+            &mut out,
+            "sealgate_session_cache_total",
+            "Session lookups of proxied calls (hit: opened earlier; miss: opened now, or none).",
+            "result",
+            &CACHE_RESULTS,
+            &self.session_cache,
         );
         family(
             &mut out,

@@ -6,10 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::app::{App, has_csrf_header, is_cross_origin};
 use crate::config::{Route, TokenMode};
@@ -29,8 +31,8 @@ pub struct Target<'a> {
     pub base: &'a Url,
     /// A prefix to remove from the request path first.
     pub strip_prefix: Option<&'a str>,
-    /// The access token to send, if any.
-    pub bearer: Option<&'a SecretString>,
+    /// The `Authorization` value to send, if any (see `bearer_header`).
+    pub bearer: Option<HeaderValue>,
     /// How long to wait for the upstream's answer head.
     pub timeout: Duration,
 }
@@ -72,7 +74,7 @@ pub async fn api(
     let target = Target {
         base: &route.upstream,
         strip_prefix: route.strip_prefix.then_some(route.prefix.as_str()),
-        bearer: bearer.as_ref(),
+        bearer,
         timeout: route.timeout,
     };
     let result = forward(app, req, peer, target).await;
@@ -92,18 +94,29 @@ pub async fn api(
     Ok(response)
 }
 
-/// The token to send and the `Set-Cookie` values to add, per the route's token mode.
+/// The `Authorization` value to send and the `Set-Cookie` values to add, per the route's
+/// token mode. A session this instance opened recently and that needs nothing but
+/// forwarding comes from `app.sessions`; any other is opened, refreshed or touched here,
+/// and remembered when it needed no write.
 async fn authorize(
     app: &App,
     req: &Request<Incoming>,
     mode: TokenMode,
-) -> Result<(Option<SecretString>, Vec<String>), Error> {
+) -> Result<(Option<HeaderValue>, Vec<String>), Error> {
     if mode == TokenMode::None {
         return Ok((None, Vec::new()));
     }
     let jar = app.request_cookies(req);
     let ring = app.keys();
     let now = now_secs();
+    let sealed = app.cookies.session.join(&jar).ok();
+    if let Some(sealed) = &sealed
+        && let Some(bearer) = app.sessions.get(ring.id(), sealed, now)
+    {
+        app.metrics.session_cache(true);
+        return Ok((Some(bearer), Vec::new()));
+    }
+    app.metrics.session_cache(false);
     let mut loaded = match app.load_session(&jar, &ring, now) {
         Ok(l) => l,
         Err(_) if mode == TokenMode::Optional => return Ok((None, Vec::new())),
@@ -138,13 +151,33 @@ async fn authorize(
         },
     }
     dirty |= session.touch(&app.limits, now);
+    let bearer = bearer_header(&session.access_token)?;
     let set_cookies = if dirty {
         jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session)
             .map_err(jar::write_failure)?
     } else {
+        if let Some(sealed) = &sealed {
+            let until = session.quiet_until(&app.limits).min(loaded.expires_at);
+            app.sessions
+                .insert(ring.id(), sealed, now, until, bearer.clone());
+        }
         Vec::new()
     };
-    Ok((Some(loaded.session.access_token), set_cookies))
+    Ok((Some(bearer), set_cookies))
+}
+
+/// `Bearer <token>` as a header value, marked sensitive (never indexed by HTTP/2 header
+/// compression). Its bytes are zeroized when the last user of the value drops it; what
+/// hyper copies into a connection's write buffer is not (see SECURITY.md).
+pub(crate) fn bearer_header(token: &SecretString) -> Result<HeaderValue, Error> {
+    let mut buf = Zeroizing::new(Vec::with_capacity("Bearer ".len() + token.len()));
+    buf.extend_from_slice(b"Bearer ");
+    buf.extend_from_slice(token.expose().as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).map_err(|_| {
+        Error::ProviderInvalid("access token is not a valid header value".into())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 pub async fn forward(
@@ -169,12 +202,7 @@ pub async fn forward(
     headers.remove(header::HOST);
     rewrite_cookies(&app.cookies, &mut headers);
     headers.remove(header::AUTHORIZATION);
-    if let Some(token) = target.bearer {
-        let value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-            Error::ProviderInvalid("access token is not a valid header value".into())
-        })?;
-        let mut value = value;
-        value.set_sensitive(true);
+    if let Some(value) = target.bearer {
         headers.insert(header::AUTHORIZATION, value);
     }
     set_forwarded(app, &mut headers, peer, original_host);

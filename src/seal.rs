@@ -42,6 +42,10 @@ pub const MAX_PAYLOAD_LEN: usize = 48 * 1024;
 /// Largest sealed string `open` looks at. Anything longer was never produced by `seal`,
 /// so it is refused before any decoding or cryptography (as rustls' ticketer does).
 pub const MAX_SEALED_LEN: usize = sealed_len(KID_MAX_LEN, MAX_PAYLOAD_LEN);
+/// Characters at the start of every sealed string that hold its whole nonce: the header (at
+/// most 2 + `KID_MAX_LEN` bytes) and the nonce, base64url. Two seals never share them
+/// (random 192-bit nonces), which is what lets a cache of opened values key on them.
+pub const UNIQUE_PREFIX_LEN: usize = (2 + KID_MAX_LEN + NONCE_LEN).div_ceil(3) * 4;
 /// Domain-separation label at the head of the associated data.
 const AAD_LABEL: &[u8] = b"sealgate envelope\0";
 

@@ -169,6 +169,24 @@ impl Session {
         }
     }
 
+    /// The first second at which a call on this session needs more than forwarding its
+    /// access token: a limit is reached, the token is due for a refresh, or `last_seen` is
+    /// due for a touch. Before it, for a session that passed `check`, `check` still passes,
+    /// `access_state` is `Valid` and `touch` changes nothing, so an answer worked out once
+    /// holds until then (see `session_cache`).
+    pub fn quiet_until(&self, limits: &Limits) -> u64 {
+        let access = match self.access_expires_at {
+            Some(exp) if self.refresh_token.is_some() => exp.saturating_sub(limits.refresh_skew),
+            Some(exp) => exp,
+            None => u64::MAX,
+        };
+        self.created_at
+            .saturating_add(limits.absolute)
+            .min(self.last_seen.saturating_add(limits.idle))
+            .min(self.last_seen.saturating_add(limits.touch_step()))
+            .min(access)
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
     }
@@ -317,6 +335,29 @@ mod tests {
             prop_assert_eq!(back.access_expires_at, exp);
             prop_assert_eq!(back.sub, sub);
             prop_assert_eq!(back.created_at, created);
+        }
+
+        #[test]
+        fn nothing_changes_before_quiet_until_and_something_does_at_it(
+            created in 0u64..1_000_000, seen in 0u64..100_000, exp in proptest::option::of(0u64..2_000_000),
+            refreshable in any::<bool>(), absolute in 1u64..100_000, idle in 1u64..50_000,
+            skew in 0u64..1000, after in 0u64..200_000,
+        ) {
+            let limits = Limits { absolute, idle: idle.min(absolute), refresh_skew: skew };
+            let mut s = session(created);
+            s.last_seen = created + seen;
+            s.access_expires_at = exp;
+            if !refreshable { s.refresh_token = None; }
+            let start = s.last_seen;
+            let quiet = s.quiet_until(&limits);
+            let fine = |s: &Session, t: u64| {
+                let mut touched = Session { id: s.id.clone(), access_token: "at".into(), refresh_token: None, sub: String::new(), sid: None, ..*s };
+                s.check(&limits, t).is_ok() && s.access_state(&limits, t) == AccessState::Valid && !touched.touch(&limits, t)
+            };
+            if fine(&s, start) {
+                let t = start + after;
+                prop_assert_eq!(fine(&s, t), t < quiet, "t={} quiet={}", t, quiet);
+            }
         }
 
         #[test]

@@ -1,0 +1,249 @@
+//! A bounded, short-lived cache of session cookies this instance has already opened, for
+//! proxied calls.
+//!
+//! A browser sends the same sealed value on every API call until the session is next
+//! re-sealed. Opening it (base64, XChaCha20-Poly1305, JSON, zeroizing the copies) is most of
+//! what sealgate adds to a call, so the first call keeps the one thing later calls need, the
+//! `Authorization` value, and they skip the rest.
+//!
+//! A hit answers exactly what opening the cookie again would, never more:
+//! - only the whole sealed value, byte for byte, hits (compared in constant time): a value
+//!   that differs anywhere, tampered with or forged, misses and takes the full path;
+//! - an entry belongs to the key ring it was opened under: once the ring is replaced
+//!   (rotation, retirement) nothing opened under the old one is served;
+//! - an entry is served only until the first second the session needs more than forwarding
+//!   (`Session::quiet_until`: a limit, a refresh, a touch), its sealed expiry, and at most
+//!   `TTL` after it was opened; the caller only inserts a session that needed no write.
+//!
+//! No I/O and no clock: `now` is passed in. The `Authorization` values are zeroized when the
+//! last request using one is done with it (see `proxy::bearer_header`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use http::HeaderValue;
+
+use crate::seal;
+
+/// Longest an entry is served after the value was opened, in seconds: bounds how long a
+/// token stays in memory beyond its last use here.
+pub const TTL: u64 = 60;
+/// Independent locks, so calls on different sessions rarely wait for each other.
+const SHARDS: usize = 16;
+
+/// The start of a sealed value, which holds its random nonce: unique to one seal.
+type Key = [u8; seal::UNIQUE_PREFIX_LEN];
+
+struct Entry {
+    sealed: Box<str>,
+    ring: u64,
+    until: u64,
+    bearer: HeaderValue,
+}
+
+/// Opened sessions, at most `capacity` of them; a capacity of 0 disables the cache.
+pub struct SessionCache {
+    shards: Vec<Mutex<HashMap<Key, Entry>>>,
+    per_shard: usize,
+}
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCache")
+            .field("entries", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionCache {
+    pub fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS);
+        Self {
+            shards: (0..if capacity == 0 { 0 } else { SHARDS })
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard,
+        }
+    }
+
+    /// The `Authorization` value for `sealed`, if it was opened under `ring` and needs
+    /// nothing but forwarding at `now`.
+    pub fn get(&self, ring: u64, sealed: &str, now: u64) -> Option<HeaderValue> {
+        let (key, shard) = self.locate(sealed)?;
+        let map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.get(&key)?;
+        (entry.ring == ring && now < entry.until && constant_time_eq(&entry.sealed, sealed))
+            .then(|| entry.bearer.clone())
+    }
+
+    /// Remembers that `sealed` opened under `ring` to a session that needs nothing but
+    /// forwarding `bearer` until `until` (at most `TTL` from `now`).
+    pub fn insert(&self, ring: u64, sealed: &str, now: u64, until: u64, bearer: HeaderValue) {
+        let until = until.min(now.saturating_add(TTL));
+        if until <= now {
+            return;
+        }
+        let Some((key, shard)) = self.locate(sealed) else {
+            return;
+        };
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.per_shard && !map.contains_key(&key) {
+            map.retain(|_, e| now < e.until);
+            if map.len() >= self.per_shard {
+                // Full of live entries: make room by dropping one (the map's iteration order
+                // is randomly seeded, so which one is arbitrary).
+                if let Some(victim) = map.keys().next().copied() {
+                    map.remove(&victim);
+                }
+            }
+        }
+        map.insert(
+            key,
+            Entry {
+                sealed: sealed.into(),
+                ring,
+                until,
+                bearer,
+            },
+        );
+    }
+
+    /// Drops every entry that can no longer be served at `now`.
+    pub fn sweep(&self, now: u64) {
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, e| now < e.until);
+        }
+    }
+
+    /// Drops every entry (the key ring changed).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn locate(&self, sealed: &str) -> Option<(Key, &Mutex<HashMap<Key, Entry>>)> {
+        let key: Key = sealed.as_bytes().get(..seal::UNIQUE_PREFIX_LEN)?.try_into().ok()?;
+        let last = usize::from(*key.last()?);
+        let shard = self.shards.get(last % self.shards.len().max(1))?;
+        Some((key, shard))
+    }
+}
+
+/// Whether `a == b`, in time that depends on their lengths only, never on where they differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u64;
+    let mut a8 = a.chunks_exact(8);
+    let mut b8 = b.chunks_exact(8);
+    for (x, y) in (&mut a8).zip(&mut b8) {
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or_default());
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or_default());
+        diff |= x ^ y;
+    }
+    for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn value(nonce: char, body: &str) -> String {
+        format!("{}{body}", nonce.to_string().repeat(seal::UNIQUE_PREFIX_LEN))
+    }
+
+    fn bearer(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn serves_only_the_same_value_under_the_same_ring_until_its_time() {
+        let c = SessionCache::new(64);
+        let v = value('a', "ciphertext-and-tag");
+        c.insert(1, &v, NOW, NOW + 30, bearer("Bearer t1"));
+        assert_eq!(c.get(1, &v, NOW).unwrap(), "Bearer t1");
+        assert_eq!(c.get(1, &v, NOW + 29).unwrap(), "Bearer t1");
+        assert!(c.get(1, &v, NOW + 30).is_none(), "past until");
+        assert!(c.get(2, &v, NOW).is_none(), "another ring");
+        let tampered = value('a', "ciphertext-and-tah");
+        assert!(c.get(1, &tampered, NOW).is_none(), "same nonce, other bytes");
+        assert!(c.get(1, &value('a', "ciphertext-and-ta"), NOW).is_none());
+        assert!(c.get(1, &value('b', "ciphertext-and-tag"), NOW).is_none());
+        assert!(c.get(1, "short", NOW).is_none());
+        assert_eq!(c.get(1, &v, NOW).unwrap(), "Bearer t1", "a miss evicts nothing");
+    }
+
+    #[test]
+    fn entries_live_at_most_the_ttl() {
+        let c = SessionCache::new(64);
+        let v = value('a', "x");
+        c.insert(1, &v, NOW, u64::MAX, bearer("Bearer t"));
+        assert!(c.get(1, &v, NOW + TTL - 1).is_some());
+        assert!(c.get(1, &v, NOW + TTL).is_none());
+        c.insert(1, &v, NOW, NOW, bearer("Bearer t"));
+        c.sweep(NOW + TTL);
+        assert!(c.is_empty(), "nothing already due is kept");
+    }
+
+    #[test]
+    fn clear_and_sweep_drop_entries() {
+        let c = SessionCache::new(64);
+        for (i, n) in ['a', 'b', 'c'].into_iter().enumerate() {
+            c.insert(1, &value(n, "x"), NOW, NOW + 10 * (i as u64 + 1), bearer("Bearer t"));
+        }
+        assert_eq!(c.len(), 3);
+        c.sweep(NOW + 15);
+        assert_eq!(c.len(), 2);
+        c.clear();
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn zero_capacity_disables() {
+        let c = SessionCache::new(0);
+        let v = value('a', "x");
+        c.insert(1, &v, NOW, NOW + 10, bearer("Bearer t"));
+        assert!(c.get(1, &v, NOW).is_none());
+        assert!(c.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn never_holds_more_than_its_capacity(capacity in 1usize..100, n in 0usize..400) {
+            let c = SessionCache::new(capacity);
+            for i in 0..n {
+                let v = format!("{i:0width$}", width = seal::UNIQUE_PREFIX_LEN + 4);
+                c.insert(1, &v, NOW, NOW + 10, bearer("Bearer t"));
+                prop_assert!(c.get(1, &v, NOW).is_some(), "the newest entry is always served");
+            }
+            prop_assert!(c.len() <= capacity.div_ceil(SHARDS) * SHARDS);
+        }
+
+        #[test]
+        fn constant_time_eq_is_eq(a in "[a-c]{0,40}", b in "[a-c]{0,40}") {
+            prop_assert_eq!(constant_time_eq(&a, &b), a == b);
+        }
+    }
+}
