@@ -173,9 +173,8 @@ pub(crate) fn bearer_header(token: &SecretString) -> Result<HeaderValue, Error> 
     let mut buf = Zeroizing::new(Vec::with_capacity("Bearer ".len() + token.len()));
     buf.extend_from_slice(b"Bearer ");
     buf.extend_from_slice(token.expose().as_bytes());
-    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).map_err(|_| {
-        Error::ProviderInvalid("access token is not a valid header value".into())
-    })?;
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+        .map_err(|_| Error::ProviderInvalid("access token is not a valid header value".into()))?;
     value.set_sensitive(true);
     Ok(value)
 }
