@@ -13,8 +13,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use cookie::Cookie;
-
 pub use crate::config::{MAX_CHUNKS_LIMIT, SameSite};
 use crate::keys::KeyRing;
 use crate::seal::{self, OpenError, Opened, SealError};
@@ -102,11 +100,7 @@ impl<'a> RequestCookies<'a> {
     {
         let pairs = headers
             .into_iter()
-            .flat_map(Cookie::split_parse)
-            .filter_map(|c| {
-                let c = c.ok()?;
-                Some((c.name_raw()?, c.value_raw()?))
-            })
+            .flat_map(header_pairs)
             .take(MAX_REQUEST_COOKIES)
             .collect();
         Self { pairs }
@@ -128,6 +122,37 @@ impl<'a> RequestCookies<'a> {
             .iter()
             .filter_map(move |(n, v)| chunk_index(n, base).map(|i| (i, *v)))
     }
+}
+
+/// The `name=value` pairs of one `Cookie` header value (RFC 6265 §5.4): split on `;`, name
+/// and value trimmed of whitespace, a piece without `=` or with an empty name skipped.
+///
+/// This is what `cookie::Cookie::split_parse` yields for a request header (a property test
+/// below holds the two equal), in one pass over the header: that crate parses each piece
+/// as a `Set-Cookie` line, scanning every value again for attributes, and the session's
+/// values are kilobytes long on every API call.
+pub fn header_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = header;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (piece, tail) = match memchr::memchr(b';', rest.as_bytes()) {
+                // `;` is ASCII: both sides of it are character boundaries.
+                Some(i) => (rest.get(..i)?, rest.get(i + 1..)?),
+                None => (rest, ""),
+            };
+            rest = tail;
+            let piece = piece.trim();
+            let Some(eq) = memchr::memchr(b'=', piece.as_bytes()) else {
+                continue;
+            };
+            let name = piece.get(..eq)?.trim();
+            let value = piece.get(eq + 1..)?.trim();
+            if !name.is_empty() {
+                return Some((name, value));
+            }
+        }
+        None
+    })
 }
 
 /// `Some(i)` when `name` is `base.i`, `i` written in decimal without leading zeros.
@@ -357,6 +382,7 @@ mod tests {
     use crate::keys::MasterKey;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use cookie::Cookie;
     use proptest::prelude::*;
 
     const NOW: u64 = 1_800_000_000;
@@ -388,6 +414,22 @@ mod tests {
     fn open_header(spec: &CookieSpec, ring: &KeyRing, header: &str) -> Result<Vec<u8>, ReadError> {
         let jar = RequestCookies::parse([header]);
         spec.open(&jar, ring, NOW).map(|o| o.payload().to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn header_pairs_are_what_the_cookie_crate_parses(
+            header in "[a-c=; \t\"\u{a0}\u{2003}é]{0,40}"
+        ) {
+            let ours: Vec<_> = header_pairs(&header).collect();
+            let theirs: Vec<_> = Cookie::split_parse(header.as_str())
+                .filter_map(|c| {
+                    let c = c.ok()?;
+                    Some((c.name_raw()?, c.value_raw()?))
+                })
+                .collect();
+            prop_assert_eq!(ours, theirs);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::app::{App, has_csrf_header, is_cross_origin};
 use crate::config::{Route, TokenMode};
+use crate::cookies::header_pairs;
 use crate::error::Error;
 use crate::http_client::HttpError;
 use crate::jar;
@@ -326,21 +327,24 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes sealgate's cookies from every `Cookie` header, keeping the others.
+/// Removes sealgate's cookies from every `Cookie` header, keeping the others (as
+/// `name=value` pairs; a piece that is not one is dropped).
 pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
-    // One string for the kept pairs, borrowed from the headers until it is built.
-    let kept = headers
+    let mut kept = String::new();
+    for (name, value) in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !pair.is_empty() && !ours.is_ours(name)
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+        .flat_map(header_pairs)
+        .filter(|(name, _)| !ours.is_ours(name))
+    {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(name);
+        kept.push('=');
+        kept.push_str(value);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty()
         && let Ok(v) = HeaderValue::from_str(&kept)

@@ -136,7 +136,11 @@ impl SessionCache {
     }
 
     fn locate(&self, sealed: &str) -> Option<(Key, &Mutex<HashMap<Key, Entry>>)> {
-        let key: Key = sealed.as_bytes().get(..seal::UNIQUE_PREFIX_LEN)?.try_into().ok()?;
+        let key: Key = sealed
+            .as_bytes()
+            .get(..seal::UNIQUE_PREFIX_LEN)?
+            .try_into()
+            .ok()?;
         let last = usize::from(*key.last()?);
         let shard = self.shards.get(last % self.shards.len().max(1))?;
         Some((key, shard))
@@ -171,7 +175,10 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn value(nonce: char, body: &str) -> String {
-        format!("{}{body}", nonce.to_string().repeat(seal::UNIQUE_PREFIX_LEN))
+        format!(
+            "{}{body}",
+            nonce.to_string().repeat(seal::UNIQUE_PREFIX_LEN)
+        )
     }
 
     fn bearer(s: &'static str) -> HeaderValue {
@@ -188,11 +195,18 @@ mod tests {
         assert!(c.get(1, &v, NOW + 30).is_none(), "past until");
         assert!(c.get(2, &v, NOW).is_none(), "another ring");
         let tampered = value('a', "ciphertext-and-tah");
-        assert!(c.get(1, &tampered, NOW).is_none(), "same nonce, other bytes");
+        assert!(
+            c.get(1, &tampered, NOW).is_none(),
+            "same nonce, other bytes"
+        );
         assert!(c.get(1, &value('a', "ciphertext-and-ta"), NOW).is_none());
         assert!(c.get(1, &value('b', "ciphertext-and-tag"), NOW).is_none());
         assert!(c.get(1, "short", NOW).is_none());
-        assert_eq!(c.get(1, &v, NOW).unwrap(), "Bearer t1", "a miss evicts nothing");
+        assert_eq!(
+            c.get(1, &v, NOW).unwrap(),
+            "Bearer t1",
+            "a miss evicts nothing"
+        );
     }
 
     #[test]
@@ -211,7 +225,13 @@ mod tests {
     fn clear_and_sweep_drop_entries() {
         let c = SessionCache::new(64);
         for (i, n) in ['a', 'b', 'c'].into_iter().enumerate() {
-            c.insert(1, &value(n, "x"), NOW, NOW + 10 * (i as u64 + 1), bearer("Bearer t"));
+            c.insert(
+                1,
+                &value(n, "x"),
+                NOW,
+                NOW + 10 * (i as u64 + 1),
+                bearer("Bearer t"),
+            );
         }
         assert_eq!(c.len(), 3);
         c.sweep(NOW + 15);
