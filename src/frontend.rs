@@ -2,7 +2,6 @@
 //! static files with a fallback to `index.html` for client-side routes, or a frontend dev
 //! server behind the proxy. Never a token, never sealgate's cookies, no `X-CSRF` needed.
 
-use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::config::Frontend;
 use crate::error::Error;
-use crate::proxy::{self, Target};
+use crate::proxy::{self, Peer, Target};
 use crate::reply::{self, Body};
 
 /// How long a frontend dev server may take to answer.
@@ -22,7 +21,7 @@ const DEV_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     app: &App,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Result<Response<Body>, Error> {
     match &app.frontend {
         None => Err(Error::NotFound),

@@ -25,6 +25,22 @@ use crate::reply::{self, Body};
 use crate::secret::SecretString;
 use crate::session::AccessState;
 
+/// The client at the other end of a connection, with its `X-Forwarded-For` entry worked
+/// out once per connection rather than once per request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, ip }
+    }
+}
+
 /// Where and how to forward one request.
 #[derive(Debug)]
 pub struct Target<'a> {
@@ -57,7 +73,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub async fn api(
     app: &App,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     route: &Route,
 ) -> Result<Response<Body>, Error> {
     // Browsers cannot put headers on a WebSocket handshake, but they always send Origin
@@ -183,7 +199,7 @@ pub(crate) fn bearer_header(token: &SecretString) -> Result<HeaderValue, Error> 
 pub async fn forward(
     app: &App,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     target: Target<'_>,
 ) -> Result<Response<Body>, Error> {
     let websocket = is_websocket(&req);
@@ -295,11 +311,8 @@ pub(crate) fn upstream_uri(
     let mut s = String::with_capacity(base.as_str().len() + uri.path().len() + 64);
     s.push_str(base.scheme());
     s.push_str("://");
-    s.push_str(base.host_str().unwrap_or_default());
-    if let Some(port) = base.port() {
-        s.push(':');
-        s.push_str(&port.to_string());
-    }
+    // Host and port as the URL writes them (IPv6 in brackets), without any userinfo.
+    s.push_str(&base[url::Position::BeforeHost..url::Position::AfterPort]);
     s.push_str(base_path);
     if !rest.starts_with('/') {
         s.push('/');
@@ -314,6 +327,12 @@ pub(crate) fn upstream_uri(
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -334,7 +353,7 @@ pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMa
     for (name, value) in headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
         .flat_map(header_pairs)
         .filter(|(name, _)| !ours.is_ours(name))
     {
@@ -356,14 +375,14 @@ pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMa
 /// Removes any `Set-Cookie` of the upstream that names one of sealgate's cookies: an
 /// upstream must not be able to delete the session or plant a captured sealed value.
 pub(crate) fn drop_our_set_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
     let all: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
         .cloned()
         .collect();
-    if all.is_empty() {
-        return;
-    }
     let (kept, dropped): (Vec<_>, Vec<_>) = all.into_iter().partition(|v| {
         let name = v
             .to_str()
@@ -385,14 +404,17 @@ pub(crate) fn drop_our_set_cookies(ours: &crate::jar::Cookies, headers: &mut Hea
     }
 }
 
-fn set_forwarded(app: &App, headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
+fn set_forwarded(app: &App, headers: &mut HeaderMap, peer: &Peer, host: Option<HeaderValue>) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = peer.ip().to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+        Some(prior) => HeaderValue::from_str(&format!(
+            "{prior}, {}",
+            peer.ip.to_str().unwrap_or("unknown")
+        ))
+        .ok(),
+        None => Some(peer.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(xff, v);
     }
     let proto = if app.public_url.scheme() == "https" {
@@ -427,7 +449,13 @@ mod tests {
                 .to_string(),
             "http://127.0.0.1:9100/v1/items?x=1"
         );
-        let root = Url::parse("https://api.example.com").unwrap();
+        let v6 = Url::parse("http://user:pw@[::1]:9100/v1").unwrap();
+        assert_eq!(
+            upstream_uri(&v6, &uri, None).unwrap().to_string(),
+            "http://[::1]:9100/v1/api/items?x=1",
+            "no userinfo; IPv6 in brackets"
+        );
+        let root = Url::parse("https://api.example.com:443").unwrap();
         assert_eq!(
             upstream_uri(&root, &"/".parse().unwrap(), None)
                 .unwrap()

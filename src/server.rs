@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::app::{self, App};
+use crate::proxy::Peer;
 
 /// Largest request head (request line and headers) read: room for a session at the chunk
 /// cap plus the application's own cookies; beyond it hyper answers 431.
@@ -55,12 +56,14 @@ pub async fn run(app: Arc<App>, listener: TcpListener) {
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     let app2 = app.clone();
+                    let peer = Peer::new(addr);
                     let service = service_fn(move |req| {
                         let app = app2.clone();
-                        async move { Ok::<_, Infallible>(app::handle(&app, req, peer).await) }
+                        let peer = peer.clone();
+                        async move { Ok::<_, Infallible>(app::handle(&app, req, &peer).await) }
                     });
                     match app.tls_acceptor() {
                         None => {
