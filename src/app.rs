@@ -2,7 +2,7 @@
 //! path to choose an endpoint.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,8 @@ const PROVIDER_MAX_BODY: usize = 256 * 1024;
 pub struct App {
     pub public_url: Url,
     keys: RwLock<Arc<KeyRing>>,
+    /// The current ring's `id`, readable without the lock (the session cache's hit path).
+    ring_id: AtomicU64,
     /// The key folder and its permission policy, when the ring comes from a folder.
     key_dir: Option<(PathBuf, ModePolicy)>,
     /// TLS termination, when configured: the files and the current acceptor.
@@ -115,6 +117,7 @@ impl App {
         };
         let app = App {
             public_url: config.public_url.clone(),
+            ring_id: AtomicU64::new(ring.id()),
             keys: RwLock::new(Arc::new(ring)),
             key_dir,
             tls_files: config.tls.clone(),
@@ -152,6 +155,11 @@ impl App {
         }
     }
 
+    /// The current key ring's `KeyRing::id`.
+    pub fn ring_id(&self) -> u64 {
+        self.ring_id.load(Ordering::Acquire)
+    }
+
     /// Re-reads the key folder. A ring that does not load is refused and the current one
     /// kept: a half-written Secret or a typo never logs anyone out.
     pub fn reload_keys(&self, why: &str) -> Result<(), KeyError> {
@@ -161,7 +169,11 @@ impl App {
         match KeyRing::load_dir(dir, *policy) {
             Ok(ring) => {
                 let kids: Vec<String> = ring.kids().map(str::to_owned).collect();
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                {
+                    let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+                    self.ring_id.store(ring.id(), Ordering::Release);
+                    *current = Arc::new(ring);
+                }
                 // Entries are keyed to the old ring and would miss anyway; free them now.
                 self.sessions.clear();
                 self.metrics.key_reload("ok");

@@ -155,6 +155,29 @@ pub fn header_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
+/// A sealed value as the request carries it: its chunks in order, chunk 0 without its
+/// `"<count>."` prefix.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts<'a> {
+    parts: [&'a str; MAX_CHUNKS_LIMIT],
+    count: usize,
+}
+
+impl<'a> Parts<'a> {
+    /// The chunks' values, in order.
+    pub fn as_slice(&self) -> &[&'a str] {
+        self.parts.get(..self.count).unwrap_or_default()
+    }
+
+    /// The whole sealed value (borrowed when it is one chunk).
+    pub fn joined(&self) -> Cow<'a, str> {
+        match self.as_slice() {
+            [one] => Cow::Borrowed(one),
+            many => Cow::Owned(many.concat()),
+        }
+    }
+}
+
 /// `Some(i)` when `name` is `base.i`, `i` written in decimal without leading zeros.
 fn chunk_index(name: &str, base: &str) -> Option<usize> {
     let digits = name.strip_prefix(base)?.strip_prefix('.')?;
@@ -221,45 +244,48 @@ impl CookieSpec {
         &self.name
     }
 
-    /// Joins the chunks of this cookie carried by the request. Exactly chunks `0..count`
-    /// are taken, `count` being what chunk 0 declares; a missing or duplicated one among
-    /// them, or a count above `max_chunks`, makes the cookie invalid.
-    pub fn join<'a>(&self, jar: &RequestCookies<'a>) -> Result<Cow<'a, str>, ReadError> {
-        let mut parts: [Option<&'a str>; MAX_CHUNKS_LIMIT] = [None; MAX_CHUNKS_LIMIT];
-        let mut first: Option<&'a str> = None;
+    /// The chunks of this cookie carried by the request, in order. Exactly chunks
+    /// `0..count` are taken, `count` being what chunk 0 declares; a missing or duplicated one
+    /// among them, or a count above `max_chunks`, makes the cookie invalid.
+    pub fn parts<'a>(&self, jar: &RequestCookies<'a>) -> Result<Parts<'a>, ReadError> {
+        let mut parts: [&'a str; MAX_CHUNKS_LIMIT] = [""; MAX_CHUNKS_LIMIT];
+        let mut seen = 0u64;
         let mut any = false;
         for (i, value) in jar.chunks(&self.name) {
             any = true;
-            if i == 0 {
-                if first.replace(value).is_some() {
+            // Chunks beyond the most a cookie can have are not ours to read.
+            if let Some(slot) = parts.get_mut(i) {
+                let bit = 1u64 << i;
+                if seen & bit != 0 {
                     return Err(ReadError::Invalid);
                 }
-            } else if let Some(slot) = parts.get_mut(i) {
-                if slot.replace(value).is_some() {
-                    return Err(ReadError::Invalid);
-                }
+                seen |= bit;
+                *slot = value;
             }
         }
         if !any {
             return Err(ReadError::Missing);
         }
-        let (count, head) = first
-            .and_then(|v| v.split_once('.'))
-            .ok_or(ReadError::Invalid)?;
+        if seen & 1 == 0 {
+            return Err(ReadError::Invalid);
+        }
+        let (count, head) = parts[0].split_once('.').ok_or(ReadError::Invalid)?;
         let count: usize = match count.parse() {
             Ok(n) if (1..=self.max_chunks).contains(&n) && !count.starts_with('0') => n,
             _ => return Err(ReadError::Invalid),
         };
-        if count == 1 {
-            return Ok(Cow::Borrowed(head));
+        // Every chunk 1..count present.
+        let wanted = (1u64 << count) - 2;
+        if seen & wanted != wanted {
+            return Err(ReadError::Invalid);
         }
-        let rest = parts.get(1..count).ok_or(ReadError::Invalid)?;
-        let mut joined = String::with_capacity(head.len() + rest.len() * self.chunk_capacity);
-        joined.push_str(head);
-        for part in rest {
-            joined.push_str(part.ok_or(ReadError::Invalid)?);
-        }
-        Ok(Cow::Owned(joined))
+        parts[0] = head;
+        Ok(Parts { parts, count })
+    }
+
+    /// The sealed value the request carries for this cookie: its chunks joined.
+    pub fn join<'a>(&self, jar: &RequestCookies<'a>) -> Result<Cow<'a, str>, ReadError> {
+        Ok(self.parts(jar)?.joined())
     }
 
     /// Joins and opens this cookie: `Missing` when the request has none of it.

@@ -124,16 +124,16 @@ async fn authorize(
         return Ok((None, Vec::new()));
     }
     let jar = app.request_cookies(req);
-    let ring = app.keys();
     let now = now_secs();
-    let sealed = app.cookies.session.join(&jar).ok();
+    let sealed = app.cookies.session.parts(&jar).ok();
     if let Some(sealed) = &sealed
-        && let Some(bearer) = app.sessions.get(ring.id(), sealed, now)
+        && let Some(bearer) = app.sessions.get(app.ring_id(), sealed.as_slice(), now)
     {
         app.metrics.session_cache(true);
         return Ok((Some(bearer), Vec::new()));
     }
     app.metrics.session_cache(false);
+    let ring = app.keys();
     let mut loaded = match app.load_session(&jar, &ring, now) {
         Ok(l) => l,
         Err(_) if mode == TokenMode::Optional => return Ok((None, Vec::new())),
@@ -176,7 +176,7 @@ async fn authorize(
         if let Some(sealed) = &sealed {
             let until = session.quiet_until(&app.limits).min(loaded.expires_at);
             app.sessions
-                .insert(ring.id(), sealed, now, until, bearer.clone());
+                .insert(ring.id(), sealed.as_slice(), now, until, bearer.clone());
         }
         Vec::new()
     };
@@ -322,7 +322,7 @@ pub(crate) fn upstream_uri(
         s.push('?');
         s.push_str(q);
     }
-    s.parse()
+    Uri::from_maybe_shared(Bytes::from(s))
         .map_err(|_| Error::BadRequest("The request path cannot be forwarded."))
 }
 

@@ -66,9 +66,9 @@ impl SessionCache {
         }
     }
 
-    /// The `Authorization` value for `sealed`, if it was opened under `ring` and needs
-    /// nothing but forwarding at `now`.
-    pub fn get(&self, ring: u64, sealed: &str, now: u64) -> Option<HeaderValue> {
+    /// The `Authorization` value for the sealed value made of the chunks `sealed`, if it was
+    /// opened under `ring` and needs nothing but forwarding at `now`.
+    pub fn get(&self, ring: u64, sealed: &[&str], now: u64) -> Option<HeaderValue> {
         let (key, shard) = self.locate(sealed)?;
         let map = shard.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.get(&key)?;
@@ -76,9 +76,10 @@ impl SessionCache {
             .then(|| entry.bearer.clone())
     }
 
-    /// Remembers that `sealed` opened under `ring` to a session that needs nothing but
-    /// forwarding `bearer` until `until` (at most `TTL` from `now`).
-    pub fn insert(&self, ring: u64, sealed: &str, now: u64, until: u64, bearer: HeaderValue) {
+    /// Remembers that the sealed value made of the chunks `sealed` opened under `ring` to a
+    /// session that needs nothing but forwarding `bearer` until `until` (at most `TTL` from
+    /// `now`).
+    pub fn insert(&self, ring: u64, sealed: &[&str], now: u64, until: u64, bearer: HeaderValue) {
         let until = until.min(now.saturating_add(TTL));
         if until <= now {
             return;
@@ -100,7 +101,7 @@ impl SessionCache {
         map.insert(
             key,
             Entry {
-                sealed: sealed.into(),
+                sealed: sealed.concat().into_boxed_str(),
                 ring,
                 until,
                 bearer,
@@ -135,8 +136,11 @@ impl SessionCache {
         self.len() == 0
     }
 
-    fn locate(&self, sealed: &str) -> Option<(Key, &Mutex<HashMap<Key, Entry>>)> {
+    /// The key and shard of a sealed value, from the start of its first chunk (which always
+    /// holds the whole unique prefix: chunks hold kilobytes).
+    fn locate(&self, sealed: &[&str]) -> Option<(Key, &Mutex<HashMap<Key, Entry>>)> {
         let key: Key = sealed
+            .first()?
             .as_bytes()
             .get(..seal::UNIQUE_PREFIX_LEN)?
             .try_into()
@@ -147,22 +151,24 @@ impl SessionCache {
     }
 }
 
-/// Whether `a == b`, in time that depends on their lengths only, never on where they differ.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
+/// Whether `whole` is the concatenation of `parts`, in time that depends on the lengths
+/// only, never on where they differ.
+fn constant_time_eq(whole: &str, parts: &[&str]) -> bool {
+    if parts.iter().map(|p| p.len()).sum::<usize>() != whole.len() {
         return false;
     }
-    let mut diff = 0u64;
-    let mut a8 = a.chunks_exact(8);
-    let mut b8 = b.chunks_exact(8);
-    for (x, y) in (&mut a8).zip(&mut b8) {
-        let x = u64::from_ne_bytes(x.try_into().unwrap_or_default());
-        let y = u64::from_ne_bytes(y.try_into().unwrap_or_default());
-        diff |= x ^ y;
-    }
-    for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
-        diff |= u64::from(x ^ y);
+    let mut rest = whole.as_bytes();
+    let mut diff = 0u8;
+    for part in parts {
+        let Some((head, tail)) = rest.split_at_checked(part.len()) else {
+            return false;
+        };
+        // No early exit: a plain fold, which compilers turn into wide XOR/OR.
+        diff |= head
+            .iter()
+            .zip(part.as_bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        rest = tail;
     }
     std::hint::black_box(diff) == 0
 }
@@ -181,6 +187,11 @@ mod tests {
         )
     }
 
+    /// `v` as a request carries it in two chunks.
+    fn two(v: &str) -> [&str; 2] {
+        v.split_at(seal::UNIQUE_PREFIX_LEN + 3).into()
+    }
+
     fn bearer(s: &'static str) -> HeaderValue {
         HeaderValue::from_static(s)
     }
@@ -189,21 +200,36 @@ mod tests {
     fn serves_only_the_same_value_under_the_same_ring_until_its_time() {
         let c = SessionCache::new(64);
         let v = value('a', "ciphertext-and-tag");
-        c.insert(1, &v, NOW, NOW + 30, bearer("Bearer t1"));
-        assert_eq!(c.get(1, &v, NOW).unwrap(), "Bearer t1");
-        assert_eq!(c.get(1, &v, NOW + 29).unwrap(), "Bearer t1");
-        assert!(c.get(1, &v, NOW + 30).is_none(), "past until");
-        assert!(c.get(2, &v, NOW).is_none(), "another ring");
+        c.insert(1, &two(&v), NOW, NOW + 30, bearer("Bearer t1"));
+        assert_eq!(c.get(1, &two(&v), NOW).unwrap(), "Bearer t1");
+        assert_eq!(
+            c.get(1, &[&v], NOW + 29).unwrap(),
+            "Bearer t1",
+            "same value"
+        );
+        assert!(c.get(1, &two(&v), NOW + 30).is_none(), "past until");
+        assert!(c.get(2, &two(&v), NOW).is_none(), "another ring");
         let tampered = value('a', "ciphertext-and-tah");
         assert!(
-            c.get(1, &tampered, NOW).is_none(),
+            c.get(1, &two(&tampered), NOW).is_none(),
             "same nonce, other bytes"
         );
-        assert!(c.get(1, &value('a', "ciphertext-and-ta"), NOW).is_none());
-        assert!(c.get(1, &value('b', "ciphertext-and-tag"), NOW).is_none());
-        assert!(c.get(1, "short", NOW).is_none());
+        assert!(
+            c.get(1, &two(&value('a', "ciphertext-and-ta")), NOW)
+                .is_none()
+        );
+        assert!(
+            c.get(1, &two(&value('b', "ciphertext-and-tag")), NOW)
+                .is_none()
+        );
+        let (head, tail) = v.split_at(seal::UNIQUE_PREFIX_LEN + 3);
+        let extra = format!("{tail}x");
+        assert!(c.get(1, &[head, &extra], NOW).is_none(), "a longer value");
+        assert!(c.get(1, &[head], NOW).is_none(), "a chunk left out");
+        assert!(c.get(1, &["short"], NOW).is_none());
+        assert!(c.get(1, &[], NOW).is_none());
         assert_eq!(
-            c.get(1, &v, NOW).unwrap(),
+            c.get(1, &two(&v), NOW).unwrap(),
             "Bearer t1",
             "a miss evicts nothing"
         );
@@ -213,10 +239,10 @@ mod tests {
     fn entries_live_at_most_the_ttl() {
         let c = SessionCache::new(64);
         let v = value('a', "x");
-        c.insert(1, &v, NOW, u64::MAX, bearer("Bearer t"));
-        assert!(c.get(1, &v, NOW + TTL - 1).is_some());
-        assert!(c.get(1, &v, NOW + TTL).is_none());
-        c.insert(1, &v, NOW, NOW, bearer("Bearer t"));
+        c.insert(1, &[&v], NOW, u64::MAX, bearer("Bearer t"));
+        assert!(c.get(1, &[&v], NOW + TTL - 1).is_some());
+        assert!(c.get(1, &[&v], NOW + TTL).is_none());
+        c.insert(1, &[&v], NOW, NOW, bearer("Bearer t"));
         c.sweep(NOW + TTL);
         assert!(c.is_empty(), "nothing already due is kept");
     }
@@ -225,13 +251,8 @@ mod tests {
     fn clear_and_sweep_drop_entries() {
         let c = SessionCache::new(64);
         for (i, n) in ['a', 'b', 'c'].into_iter().enumerate() {
-            c.insert(
-                1,
-                &value(n, "x"),
-                NOW,
-                NOW + 10 * (i as u64 + 1),
-                bearer("Bearer t"),
-            );
+            let until = NOW + 10 * (i as u64 + 1);
+            c.insert(1, &[&value(n, "x")], NOW, until, bearer("Bearer t"));
         }
         assert_eq!(c.len(), 3);
         c.sweep(NOW + 15);
@@ -244,8 +265,8 @@ mod tests {
     fn zero_capacity_disables() {
         let c = SessionCache::new(0);
         let v = value('a', "x");
-        c.insert(1, &v, NOW, NOW + 10, bearer("Bearer t"));
-        assert!(c.get(1, &v, NOW).is_none());
+        c.insert(1, &[&v], NOW, NOW + 10, bearer("Bearer t"));
+        assert!(c.get(1, &[&v], NOW).is_none());
         assert!(c.is_empty());
     }
 
@@ -255,15 +276,17 @@ mod tests {
             let c = SessionCache::new(capacity);
             for i in 0..n {
                 let v = format!("{i:0width$}", width = seal::UNIQUE_PREFIX_LEN + 4);
-                c.insert(1, &v, NOW, NOW + 10, bearer("Bearer t"));
-                prop_assert!(c.get(1, &v, NOW).is_some(), "the newest entry is always served");
+                c.insert(1, &[&v], NOW, NOW + 10, bearer("Bearer t"));
+                prop_assert!(c.get(1, &[&v], NOW).is_some(), "the newest entry is always served");
             }
             prop_assert!(c.len() <= capacity.div_ceil(SHARDS) * SHARDS);
         }
 
         #[test]
-        fn constant_time_eq_is_eq(a in "[a-c]{0,40}", b in "[a-c]{0,40}") {
-            prop_assert_eq!(constant_time_eq(&a, &b), a == b);
+        fn constant_time_eq_is_concatenation_eq(whole in "[a-c]{0,40}", parts in proptest::collection::vec("[a-c]{0,10}", 0..5)) {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            prop_assert_eq!(constant_time_eq(&whole, &refs), whole == parts.concat());
+            prop_assert!(constant_time_eq(&parts.concat(), &refs));
         }
     }
 }
