@@ -11,9 +11,11 @@
 //!   that differs anywhere, tampered with or forged, misses and takes the full path;
 //! - an entry belongs to the key ring it was opened under: once the ring is replaced
 //!   (rotation, retirement) nothing opened under the old one is served;
-//! - an entry is served only until the first second the session needs more than forwarding
-//!   (`Session::quiet_until`: a limit, a refresh, a touch), its sealed expiry, and at most
-//!   `TTL` after it was opened; the caller only inserts a session that needed no write.
+//! - an entry is served only from the second it was opened (a clock stepped back misses, as
+//!   opening could then find the session in the future) until the first second the session
+//!   needs more than forwarding (`Session::quiet_until`: a limit, a refresh, a touch), its
+//!   sealed expiry, and at most `TTL` after it was opened; the caller only inserts a session
+//!   that needed no write.
 //!
 //! No I/O and no clock: `now` is passed in. The `Authorization` values are zeroized when the
 //! last request using one is done with it (see `proxy::bearer_header`).
@@ -37,11 +39,21 @@ type Key = [u8; seal::UNIQUE_PREFIX_LEN];
 struct Entry {
     sealed: Box<str>,
     ring: u64,
+    /// Served from `from` (when it was opened) until before `until`.
+    from: u64,
     until: u64,
     bearer: HeaderValue,
 }
 
+impl Entry {
+    fn live(&self, now: u64) -> bool {
+        self.from <= now && now < self.until
+    }
+}
+
 /// Opened sessions, at most `capacity` of them; a capacity of 0 disables the cache.
+/// An entry holds the sealed value and the `Authorization` value: about twice the session
+/// cookie's size (8 KB for a 3 KB access token).
 pub struct SessionCache {
     shards: Vec<Mutex<HashMap<Key, Entry>>>,
     per_shard: usize,
@@ -57,12 +69,10 @@ impl std::fmt::Debug for SessionCache {
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
-        let per_shard = capacity.div_ceil(SHARDS);
+        let shards = capacity.min(SHARDS);
         Self {
-            shards: (0..if capacity == 0 { 0 } else { SHARDS })
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            per_shard,
+            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: capacity.checked_div(shards).unwrap_or(0),
         }
     }
 
@@ -72,7 +82,9 @@ impl SessionCache {
         let (key, shard) = self.locate(sealed)?;
         let map = shard.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.get(&key)?;
-        (entry.ring == ring && now < entry.until && constant_time_eq(&entry.sealed, sealed))
+        // `live` also refuses a clock that went back past the opening: opening again could
+        // then find the session's timestamps in the future.
+        (entry.ring == ring && entry.live(now) && constant_time_eq(&entry.sealed, sealed))
             .then(|| entry.bearer.clone())
     }
 
@@ -89,13 +101,17 @@ impl SessionCache {
         };
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.per_shard && !map.contains_key(&key) {
-            map.retain(|_, e| now < e.until);
-            if map.len() >= self.per_shard {
-                // Full of live entries: make room by dropping one (the map's iteration order
-                // is randomly seeded, so which one is arbitrary).
-                if let Some(victim) = map.keys().next().copied() {
-                    map.remove(&victim);
-                }
+            // Full: drop a dead entry among the first few, else the first one. The map's
+            // iteration order is randomly seeded, so which one is arbitrary; the sweep drops
+            // the rest of the dead ones. Constant work under the lock, whatever the size.
+            let victim = map
+                .iter()
+                .take(8)
+                .find(|(_, e)| !e.live(now))
+                .or_else(|| map.iter().next())
+                .map(|(k, _)| *k);
+            if let Some(victim) = victim {
+                map.remove(&victim);
             }
         }
         map.insert(
@@ -103,6 +119,7 @@ impl SessionCache {
             Entry {
                 sealed: sealed.concat().into_boxed_str(),
                 ring,
+                from: now,
                 until,
                 bearer,
             },
@@ -113,7 +130,7 @@ impl SessionCache {
     pub fn sweep(&self, now: u64) {
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, e| now < e.until);
+            map.retain(|_, e| e.live(now));
         }
     }
 
@@ -146,7 +163,7 @@ impl SessionCache {
             .try_into()
             .ok()?;
         let last = usize::from(*key.last()?);
-        let shard = self.shards.get(last % self.shards.len().max(1))?;
+        let shard = self.shards.get(last.checked_rem(self.shards.len())?)?;
         Some((key, shard))
     }
 }
@@ -242,9 +259,14 @@ mod tests {
         c.insert(1, &[&v], NOW, u64::MAX, bearer("Bearer t"));
         assert!(c.get(1, &[&v], NOW + TTL - 1).is_some());
         assert!(c.get(1, &[&v], NOW + TTL).is_none());
-        c.insert(1, &[&v], NOW, NOW, bearer("Bearer t"));
-        c.sweep(NOW + TTL);
-        assert!(c.is_empty(), "nothing already due is kept");
+        assert!(c.get(1, &[&v], NOW - 1).is_none(), "the clock went back");
+        let w = value('b', "x");
+        c.insert(1, &[&w], NOW, NOW, bearer("Bearer t"));
+        assert!(
+            c.get(1, &[&w], NOW).is_none(),
+            "nothing already due is kept"
+        );
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
@@ -279,7 +301,7 @@ mod tests {
                 c.insert(1, &[&v], NOW, NOW + 10, bearer("Bearer t"));
                 prop_assert!(c.get(1, &[&v], NOW).is_some(), "the newest entry is always served");
             }
-            prop_assert!(c.len() <= capacity.div_ceil(SHARDS) * SHARDS);
+            prop_assert!(c.len() <= capacity);
         }
 
         #[test]

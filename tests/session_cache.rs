@@ -250,6 +250,14 @@ fn a_cached_session_is_served_only_for_its_exact_value_and_under_its_key_ring() 
             String::from_utf8_lossy(&out.stderr)
         );
         wait_until("the reload", || metric(port, RELOAD_OK) > reloads);
+        if args[1] == "promote" {
+            // Its key is no longer primary: the call re-seals it, never from the cache.
+            let hits = metric(port, HIT);
+            let a = call(port, "/api/g", &cookie);
+            assert_eq!(a.status, 200);
+            assert!(a.set_cookie, "re-sealed under the new primary");
+            assert_eq!(metric(port, HIT), hits);
+        }
     }
     assert_eq!(
         call(port, "/api/e", &cookie).status,
