@@ -173,23 +173,12 @@ impl Metrics {
 
     /// A request without a valid session, by reason; unknown reasons count as "invalid".
     pub fn rejected(&self, reason: &str) {
-        let i = REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(3);
-        if let Some(c) = self.rejected.get(i) {
-            c.fetch_add(1, Relaxed);
-        }
+        count_or(&self.rejected, &REJECT_REASONS, reason, "invalid");
     }
 
+    /// A revocation at logout, by outcome; unknown outcomes count as "failed".
     pub fn revocation(&self, outcome: &str) {
-        let i = REVOCATION_OUTCOMES
-            .iter()
-            .position(|r| *r == outcome)
-            .unwrap_or(2);
-        if let Some(c) = self.revocations.get(i) {
-            c.fetch_add(1, Relaxed);
-        }
+        count_or(&self.revocations, &REVOCATION_OUTCOMES, outcome, "failed");
     }
 
     /// The text format.
@@ -333,6 +322,17 @@ fn count<const N: usize>(counters: &[AtomicU64; N], labels: &[&str; N], label: &
     {
         c.fetch_add(1, Relaxed);
     }
+}
+
+/// `count`, with labels outside the list counted under `fallback` (one of the list).
+fn count_or<const N: usize>(
+    counters: &[AtomicU64; N],
+    labels: &[&str; N],
+    label: &str,
+    fallback: &str,
+) {
+    let known = labels.contains(&label);
+    count(counters, labels, if known { label } else { fallback });
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl SessionCache {
     /// opened under `ring` and needs nothing but forwarding at `now`.
     pub fn get(&self, ring: u64, sealed: &[&str], now: u64) -> Option<HeaderValue> {
         let (key, shard) = self.locate(sealed)?;
-        let map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(shard);
         let entry = map.get(&key)?;
         // `live` also refuses a clock that went back past the opening: opening again could
         // then find the session's timestamps in the future.
@@ -99,7 +99,7 @@ impl SessionCache {
         let Some((key, shard)) = self.locate(sealed) else {
             return;
         };
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(shard);
         if map.len() >= self.per_shard && !map.contains_key(&key) {
             // Full: drop a dead entry among the first few, else the first one. The map's
             // iteration order is randomly seeded, so which one is arbitrary; the sweep drops
@@ -129,7 +129,7 @@ impl SessionCache {
     /// Drops every entry that can no longer be served at `now`.
     pub fn sweep(&self, now: u64) {
         for shard in &self.shards {
-            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(shard);
             map.retain(|_, e| e.live(now));
         }
     }
@@ -137,16 +137,13 @@ impl SessionCache {
     /// Drops every entry (the key ring changed).
     pub fn clear(&self) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            lock(shard).clear();
         }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,6 +163,12 @@ impl SessionCache {
         let shard = self.shards.get(last.checked_rem(self.shards.len())?)?;
         Some((key, shard))
     }
+}
+
+/// A shard's map. A panic while it was held cannot leave it half-updated (every change is
+/// one map operation), so a poisoned lock is simply taken over.
+fn lock(shard: &Mutex<HashMap<Key, Entry>>) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether `whole` is the concatenation of `parts`, in time that depends on the lengths
