@@ -18,6 +18,17 @@ use crate::secret::SecretString;
 pub const ENV_PREFIX: &str = "SEALGATE_";
 /// Variable naming the configuration file; not itself a setting.
 pub const ENV_CONFIG_FILE: &str = "SEALGATE_CONFIG";
+/// `SEALGATE_*` variables that are read as documented and are not configuration keys.
+pub const ENV_NOT_CONFIG: [&str; 3] = [ENV_CONFIG_FILE, "SEALGATE_LOG", "SEALGATE_LOG_FORMAT"];
+/// The top-level keys that may come from `SEALGATE_<KEY>` (no `__`).
+const ENV_TOP_LEVEL: [&str; 2] = ["listen", "public_url"];
+/// The sections `SEALGATE_<SECTION>__<KEY>` may name.
+const ENV_SECTIONS: [&str; 7] = [
+    "oidc", "cookies", "keys", "session", "server", "tls", "frontend",
+];
+/// The platform's port variable (Cloud Run, Knative, Heroku-style platforms): used for
+/// `listen = "0.0.0.0:$PORT"` when `listen` is not set.
+pub const ENV_PORT: &str = "PORT";
 
 /// Highest chunk count an operator may configure (`cookies.max_chunks`).
 pub const MAX_CHUNKS_LIMIT: usize = 16;
@@ -55,6 +66,9 @@ pub struct Config {
     pub frontend: Option<Frontend>,
     pub tls: Option<Tls>,
     pub server: Server,
+    /// `SEALGATE_*` variables that are not configuration (a platform's service links such as
+    /// `SEALGATE_SERVICE_HOST`): ignored, and named in one warning once logging is up.
+    pub ignored_env: Vec<String>,
 }
 
 /// TLS termination: PEM files, re-read when they change.
@@ -74,6 +88,11 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Idle HTTP/1.1 keep-alive and HTTP/2 connections (and WebSocket tunnels) are closed
+    /// after this long without traffic.
+    pub idle_timeout: Duration,
+    /// When set, `/metrics` is served on this address only (not on `listen`).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -152,6 +171,12 @@ pub struct Route {
     pub token: TokenMode,
     /// How long the upstream may take to start answering (default 30s).
     pub timeout: Duration,
+    /// The browser's cookies (by name) that this upstream receives; by default none: the
+    /// `Cookie` header never goes upstream.
+    pub forward_cookies: Vec<String>,
+    /// PEM file of CA certificates trusted for this upstream's TLS instead of the webpki
+    /// roots (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -197,6 +222,8 @@ struct RawServer {
     drain_timeout: Option<String>,
     #[serde(default, deserialize_with = "flex::opt_uint")]
     max_connections: Option<u64>,
+    idle_timeout: Option<String>,
+    admin_listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,6 +278,9 @@ struct RawRoute {
     strip_prefix: Option<bool>,
     token: Option<String>,
     timeout: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_list")]
+    forward_cookies: Option<Vec<String>>,
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -276,18 +306,53 @@ impl Config {
             )
         })?;
         let mut issues = Vec::new();
+        let mut ignored_env = Vec::new();
+        let mut port = None;
+        let mut env_names = Vec::new();
         for (name, value) in env {
-            overlay(&mut table, name.as_ref(), value.as_ref(), &mut issues);
+            let (name, value) = (name.as_ref(), value.as_ref());
+            if name.starts_with(ENV_PREFIX) {
+                env_names.push(name.to_owned());
+            }
+            if name == ENV_PORT {
+                port = Some(value.to_owned());
+                continue;
+            }
+            if !overlay(&mut table, name, value, &mut issues) && name.starts_with(ENV_PREFIX) {
+                ignored_env.push(name.to_owned());
+            }
+        }
+        if !table.contains_key("listen")
+            && let Some(port) = port
+        {
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 => {
+                    table.insert("listen".into(), toml::Value::String(format!("0.0.0.0:{p}")));
+                }
+                _ => issues.push(ConfigIssue {
+                    key: ENV_PORT.into(),
+                    message: format!("{port:?} is not a TCP port (1-65535)"),
+                }),
+            }
         }
         if !issues.is_empty() {
             return Err(ConfigError(issues));
         }
+        ignored_env.sort();
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
-                ConfigError::one(&key, e.into_inner().message().trim().to_owned())
+                let message = e.into_inner().message().trim().to_owned();
+                // An unknown key set from the environment is named by its variable.
+                let var = Some(format!("{ENV_PREFIX}{}", key.replace('.', "__")))
+                    .filter(|_| message.starts_with("unknown field"))
+                    .map(|v| v.to_ascii_uppercase())
+                    .filter(|var| env_names.iter().any(|n| n == var));
+                ConfigError::one(var.as_deref().unwrap_or(&key), message)
             })?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config.ignored_env = ignored_env;
+        Ok(config)
     }
 }
 
@@ -475,6 +540,19 @@ impl RawConfig {
                 }
             };
             let timeout = duration(&mut v, &format!("{key}.timeout"), r.timeout, "30s");
+            let forward_cookies = r.forward_cookies.unwrap_or_default();
+            if let Some(bad) = forward_cookies
+                .iter()
+                .find(|n| n.is_empty() || !n.bytes().all(is_token_char))
+            {
+                v.push(
+                    &format!("{key}.forward_cookies"),
+                    format!("{bad:?} is not a cookie name"),
+                );
+            }
+            if r.ca_file.as_deref() == Some("") {
+                v.push(&format!("{key}.ca_file"), "must name a PEM file");
+            }
             if let (Some(upstream), Some(timeout)) = (
                 v.parse(&format!("{key}.upstream"), &r.upstream, http_url),
                 timeout,
@@ -485,6 +563,8 @@ impl RawConfig {
                     strip_prefix: r.strip_prefix.unwrap_or(false),
                     token,
                     timeout,
+                    forward_cookies,
+                    ca_file: r.ca_file.filter(|f| !f.is_empty()).map(PathBuf::from),
                 });
             }
         }
@@ -550,6 +630,25 @@ impl RawConfig {
         if max_connections == 0 {
             v.push("server.max_connections", "must be at least 1");
         }
+        let idle_timeout = duration(
+            &mut v,
+            "server.idle_timeout",
+            self.server.idle_timeout,
+            "60s",
+        );
+        if idle_timeout.is_some_and(|d| d.is_zero()) {
+            v.push("server.idle_timeout", "must be at least 1s");
+        }
+        let admin_listen = self.server.admin_listen.and_then(|s| {
+            v.parse("server.admin_listen", &s, |s| {
+                s.parse::<SocketAddr>().map_err(|e| e.to_string())
+            })
+        });
+        if let (Some(a), Some(l)) = (admin_listen, listen)
+            && a == l
+        {
+            v.push("server.admin_listen", "must differ from listen");
+        }
 
         match (
             listen,
@@ -605,7 +704,10 @@ impl RawConfig {
                     shutdown_delay: shutdown_delay.unwrap_or_default(),
                     drain_timeout: drain_timeout.unwrap_or(Duration::from_secs(10)),
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                    idle_timeout: idle_timeout.unwrap_or(Duration::from_secs(60)),
+                    admin_listen,
                 },
+                ignored_env: Vec::new(),
             }),
             _ => Err(ConfigError(v.0)),
         }
@@ -650,6 +752,11 @@ fn http_url(s: &str) -> Result<Url, String> {
     }
 }
 
+/// RFC 9110 §5.6.2 tchar, the characters of a cookie name (RFC 6265 §4.1.1).
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 fn is_scope_char(b: u8) -> bool {
     b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
@@ -667,23 +774,37 @@ fn toml_position(text: &str, e: &toml::de::Error) -> String {
         .unwrap_or_default()
 }
 
-/// Sets `SEALGATE_SECTION__KEY` (or `SEALGATE_KEY`) as a string in the table; typed
-/// fields accept strings (see `flex`), so `"true"`, `"4"` and `"openid profile"` work.
-fn overlay(table: &mut toml::Table, name: &str, value: &str, issues: &mut Vec<ConfigIssue>) {
+/// Sets `SEALGATE_<SECTION>__<KEY>` (or `SEALGATE_LISTEN` / `SEALGATE_PUBLIC_URL`) as a
+/// string in the table; typed fields accept strings (see `flex`), so `"true"`, `"4"` and
+/// `"openid profile"` work. Returns whether the variable is configuration: one without
+/// `__` that is not a top-level key (`SEALGATE_SERVICE_HOST`, `SEALGATE_PORT=tcp://...`,
+/// which Kubernetes injects for a Service named `sealgate`) is not, and is left to the
+/// caller to warn about; one of the `__` form naming an unknown section is refused, so a
+/// typo stays loud (an unknown key within a known section is refused by the section's
+/// `deny_unknown_fields`).
+fn overlay(
+    table: &mut toml::Table,
+    name: &str,
+    value: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> bool {
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-        return;
+        return false;
     };
-    if name == ENV_CONFIG_FILE || name == "SEALGATE_LOG" {
-        return;
+    if ENV_NOT_CONFIG.contains(&name) {
+        return true;
     }
     let rest = rest.to_ascii_lowercase();
     let value = toml::Value::String(value.to_owned());
     let mut parts = rest.split("__");
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(key), None, None) if !key.is_empty() => {
+        (Some(key), None, None) => {
+            if !ENV_TOP_LEVEL.contains(&key) {
+                return false;
+            }
             table.insert(key.to_owned(), value);
         }
-        (Some(section), Some(key), None) if !section.is_empty() && !key.is_empty() => {
+        (Some(section), Some(key), None) if ENV_SECTIONS.contains(&section) && !key.is_empty() => {
             let entry = table
                 .entry(section.to_owned())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -697,11 +818,19 @@ fn overlay(table: &mut toml::Table, name: &str, value: &str, issues: &mut Vec<Co
                 }),
             }
         }
+        (Some(section), Some(_), None) => issues.push(ConfigIssue {
+            key: name.to_owned(),
+            message: format!(
+                "{section:?} is not a section that can be set from the environment (one of {})",
+                ENV_SECTIONS.join(", ")
+            ),
+        }),
         _ => issues.push(ConfigIssue {
             key: name.to_owned(),
             message: "is not of the form SEALGATE_<SECTION>__<KEY>".into(),
         }),
     }
+    true
 }
 
 /// Deserializers that accept a native TOML value or the string an environment variable
@@ -845,6 +974,123 @@ client_secret = "s3cret"
         assert_eq!(c.oidc.scopes, ["openid", "email"]);
         assert_eq!(c.session.idle, Duration::from_secs(900));
         assert_eq!(c.session.cache_entries, 0);
+    }
+
+    #[test]
+    fn platform_variables_are_ignored_not_refused() {
+        // What Kubernetes injects into every pod of a namespace with a Service `sealgate`.
+        let c = load(
+            MINIMAL,
+            &[
+                ("SEALGATE_SERVICE_HOST", "10.0.0.1"),
+                ("SEALGATE_SERVICE_PORT", "80"),
+                ("SEALGATE_SERVICE_PORT_HTTP", "80"),
+                ("SEALGATE_PORT", "tcp://10.0.0.1:80"),
+                ("SEALGATE_PORT_80_TCP", "tcp://10.0.0.1:80"),
+                ("SEALGATE_PORT_80_TCP_ADDR", "10.0.0.1"),
+                ("SEALGATE_PORT_80_TCP_PORT", "80"),
+                ("SEALGATE_PORT_80_TCP_PROTO", "tcp"),
+                ("SEALGATE_LOG_FORMAT", "json"),
+                ("SEALGATE_LOG", "debug"),
+                ("SEALGATE_CONFIG", "/etc/sealgate.toml"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.ignored_env,
+            [
+                "SEALGATE_PORT",
+                "SEALGATE_PORT_80_TCP",
+                "SEALGATE_PORT_80_TCP_ADDR",
+                "SEALGATE_PORT_80_TCP_PORT",
+                "SEALGATE_PORT_80_TCP_PROTO",
+                "SEALGATE_SERVICE_HOST",
+                "SEALGATE_SERVICE_PORT",
+                "SEALGATE_SERVICE_PORT_HTTP",
+            ]
+        );
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn refuses_config_form_variables_with_unknown_section_or_key_naming_them() {
+        let err = load(MINIMAL, &[("SEALGATE_OIDCC__CLIENT_ID", "x")]).unwrap_err();
+        assert_eq!(keys_of(err), ["SEALGATE_OIDCC__CLIENT_ID"]);
+        let err = load(MINIMAL, &[("SEALGATE_SERVER__IDLE_TIMOUT", "5s")]).unwrap_err();
+        assert_eq!(keys_of(err), ["SEALGATE_SERVER__IDLE_TIMOUT"]);
+        let err = load(MINIMAL, &[("SEALGATE_ROUTES__PREFIX", "/a/")]).unwrap_err();
+        assert_eq!(keys_of(err), ["SEALGATE_ROUTES__PREFIX"]);
+    }
+
+    #[test]
+    fn port_is_used_only_when_listen_is_not_set() {
+        let c = load(MINIMAL, &[("PORT", "8081")]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8081");
+        let c = load(
+            MINIMAL,
+            &[("PORT", "8081"), ("SEALGATE_LISTEN", "127.0.0.1:9")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9");
+        let c = load(
+            &format!("listen = \"127.0.0.1:7\"\n{MINIMAL}"),
+            &[("PORT", "8081")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7");
+        assert_eq!(
+            keys_of(load(MINIMAL, &[("PORT", "http")]).unwrap_err()),
+            ["PORT"]
+        );
+        assert_eq!(
+            keys_of(load(MINIMAL, &[("PORT", "0")]).unwrap_err()),
+            ["PORT"]
+        );
+    }
+
+    #[test]
+    fn server_timeouts_admin_listener_and_route_cookies() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert!(c.server.admin_listen.is_none());
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[[routes]]\nprefix = \"/api/\"\nupstream = \"https://a\"\nforward_cookies = [\"lang\"]\nca_file = \"ca.pem\"\n"
+            ),
+            &[
+                ("SEALGATE_SERVER__IDLE_TIMEOUT", "5s"),
+                ("SEALGATE_SERVER__ADMIN_LISTEN", "127.0.0.1:9090"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.admin_listen.unwrap().port(), 9090);
+        assert_eq!(c.routes[0].forward_cookies, ["lang"]);
+        assert_eq!(
+            c.routes[0].ca_file.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        let bad = format!(
+            "{MINIMAL}\n[[routes]]\nprefix = \"/api/\"\nupstream = \"https://a\"\nforward_cookies = [\"a b\"]\n"
+        );
+        let keys = keys_of(
+            load(
+                &bad,
+                &[
+                    ("SEALGATE_SERVER__IDLE_TIMEOUT", "0s"),
+                    ("SEALGATE_SERVER__ADMIN_LISTEN", "127.0.0.1:8080"),
+                ],
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(
+            keys,
+            [
+                "routes[0].forward_cookies",
+                "server.idle_timeout",
+                "server.admin_listen"
+            ]
+        );
     }
 
     #[test]

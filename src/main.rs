@@ -182,6 +182,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     let (config, ring) = load(config)?;
     init_logging();
+    if !config.ignored_env.is_empty() {
+        tracing::warn!(
+            variables = %config.ignored_env.join(" "),
+            "ignoring SEALGATE_ variables that are not configuration (a platform's service links?)"
+        );
+    }
     let listen = config.listen;
     let tls = match &config.tls {
         Some(t) => {
@@ -211,6 +217,12 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
 
 fn check(config: Option<PathBuf>) -> Result<(), Failure> {
     let (config, ring) = load(config)?;
+    if !config.ignored_env.is_empty() {
+        eprintln!(
+            "sealgate: warning: ignoring SEALGATE_ variables that are not configuration: {}",
+            config.ignored_env.join(" ")
+        );
+    }
     let issuer = config.oidc.issuer.clone();
     let summary = format!(
         "listen {}\npublic_url {}\nissuer {}\nclient_id {}\nkeys {} (primary {})\nroutes {}\ncookies secure={} same_site={} max_chunks={}",
