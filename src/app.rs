@@ -56,6 +56,11 @@ pub struct App {
     pub frontend: Option<Frontend>,
     /// Longest prefix first.
     pub routes: Vec<Route>,
+    /// The client of each route, in the order of `routes`: the shared one, or the route's
+    /// own when it trusts a private CA (`ca_file`).
+    pub route_clients: Vec<HttpClient>,
+    /// What upstreams are told in `Forwarded` and `X-Forwarded-*`.
+    pub forwarding: proxy::Forwarding,
     pub metrics: Metrics,
     /// Sessions already opened, for proxied calls; emptied whenever the key ring changes.
     pub sessions: SessionCache,
@@ -115,7 +120,16 @@ impl App {
             )),
             KeySource::Ring { .. } => None,
         };
+        let route_clients = config
+            .routes
+            .iter()
+            .map(|r| match &r.ca_file {
+                Some(ca) => HttpClient::with_ca_file(PROVIDER_TIMEOUT, PROVIDER_MAX_BODY, ca),
+                None => Ok(http.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let app = App {
+            forwarding: proxy::Forwarding::new(&config.public_url),
             public_url: config.public_url.clone(),
             ring_id: AtomicU64::new(ring.id()),
             keys: RwLock::new(Arc::new(ring)),
@@ -140,6 +154,7 @@ impl App {
             metrics: Metrics::new(config.routes.iter().map(|r| r.prefix.clone()).collect()),
             sessions: SessionCache::new(config.session.cache_entries),
             routes: config.routes,
+            route_clients,
             refresher: Refresher::default(),
             provider: rx,
             draining: AtomicBool::new(false),
@@ -434,12 +449,16 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
         _ => match app
             .routes
             .iter()
+            .zip(&app.route_clients)
             .enumerate()
-            .find(|(_, r)| path.starts_with(&r.prefix))
+            .find(|(_, (r, _))| proxy::route_matches(&r.prefix, path))
         {
-            Some((i, route)) => {
+            Some((i, (route, client))) => {
                 route_index = Some(i);
-                (Endpoint::Proxy, proxy::api(app, req, peer, route).await)
+                (
+                    Endpoint::Proxy,
+                    proxy::api(app, req, peer, route, client).await,
+                )
             }
             None => (Endpoint::Frontend, frontend::serve(app, req, peer).await),
         },

@@ -1,6 +1,7 @@
 //! The SPA on sealgate's own origin, which is what makes the session cookie first-party:
 //! static files with a fallback to `index.html` for client-side routes, or a frontend dev
-//! server behind the proxy. Never a token, never sealgate's cookies, no `X-CSRF` needed.
+//! server behind the proxy. Never a token, never sealgate's cookies, no `X-CSRF` needed;
+//! a dev server's WebSocket (hot reload) only from the SPA's own origin.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::config::Frontend;
 use crate::error::Error;
-use crate::proxy::{self, Peer, Target};
+use crate::proxy::{self, ForwardCookies, Peer, Target};
 use crate::reply::{self, Body};
 
 /// How long a frontend dev server may take to answer.
@@ -26,11 +27,21 @@ pub async fn serve(
     match &app.frontend {
         None => Err(Error::NotFound),
         Some(Frontend::Upstream(url)) => {
+            // Cross-site WebSocket hijacking: a page elsewhere could open the dev server's
+            // socket with the browser's cookies. The handshake carries no X-CSRF, but
+            // always an Origin (RFC 6455 §4.1).
+            if proxy::is_websocket(&req) && !proxy::same_origin(app, &req) {
+                return Err(Error::Csrf);
+            }
             let target = Target {
                 base: url,
                 strip_prefix: None,
                 bearer: None,
                 timeout: DEV_SERVER_TIMEOUT,
+                client: &app.http,
+                // The dev server is the site itself (same origin): it gets what the page
+                // would, except sealgate's cookies.
+                cookies: ForwardCookies::AllButOurs,
             };
             proxy::forward(app, req, peer, target).await
         }

@@ -4,21 +4,29 @@
 //! asks of its HTTP clients).
 //!
 //! Knows nothing of OIDC or cookies; `oidc` uses it through `openidconnect`'s
-//! `AsyncHttpClient`, the proxy through `send`.
+//! `AsyncHttpClient`, the proxy through `send`. A route whose upstream sits behind a
+//! private CA gets a client of its own that trusts that CA's certificates instead of the
+//! webpki roots (`with_ca_file`).
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::builderstates::WantsSchemes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// Errors of any body, boxed.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -45,6 +53,14 @@ pub enum HttpError {
     Tls(String),
 }
 
+/// Why a CA file was refused; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct CaFileError {
+    path: String,
+    reason: String,
+}
+
 /// A clonable handle on the shared connection pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -57,23 +73,43 @@ impl HttpClient {
     /// A client trusting the webpki (Mozilla) roots, speaking HTTP/1.1 and HTTP/2 (ALPN).
     /// `timeout` bounds each whole `fetch`; `max_body` caps bodies `fetch` reads.
     pub fn new(timeout: Duration, max_body: usize) -> Result<Self, HttpError> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let tls = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| HttpError::Tls(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
+            .map_err(|e| HttpError::Tls(e.to_string()))?;
+        Ok(Self::build(tls, timeout, max_body))
+    }
+
+    /// A client that trusts only the CA certificates of this PEM file (an upstream behind
+    /// a private CA), not the webpki roots: the file names exactly whom the route trusts.
+    pub fn with_ca_file(
+        timeout: Duration,
+        max_body: usize,
+        ca_file: &Path,
+    ) -> Result<Self, HttpError> {
+        let roots = read_roots(ca_file).map_err(|e| HttpError::Tls(e.to_string()))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tls = HttpsConnectorBuilder::new().with_tls_config(config);
+        Ok(Self::build(tls, timeout, max_body))
+    }
+
+    fn build(tls: HttpsConnectorBuilder<WantsSchemes>, timeout: Duration, max_body: usize) -> Self {
+        let connector = tls.https_or_http().enable_http1().enable_http2().build();
         let inner = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(Self {
+        Self {
             inner,
             timeout,
             max_body,
-        })
+        }
     }
 
     /// Sends a request and returns the response head with its body still streaming.
@@ -133,6 +169,31 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
         Box::pin(self.fetch(request))
     }
+}
+
+/// The CA certificates of a PEM file, each one a trust anchor. A file that cannot be read,
+/// is not PEM, or holds no certificate webpki accepts as an anchor is refused: at start-up,
+/// never at the first request.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, CaFileError> {
+    let refuse = |reason: String| CaFileError {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| refuse(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| refuse(e.to_string()))?;
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if ignored > 0 {
+        return Err(refuse(format!(
+            "{ignored} certificate(s) could not be parsed"
+        )));
+    }
+    if added == 0 {
+        return Err(refuse("no certificate in the file".into()));
+    }
+    Ok(roots)
 }
 
 /// The innermost cause of an error, which is where hyper puts the useful words.

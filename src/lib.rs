@@ -114,7 +114,11 @@ pub mod fuzzing {
         }
         let ours = crate::jar::Cookies::new(false, SameSite::Lax, 4);
         crate::proxy::strip_hop_by_hop(&mut headers);
-        crate::proxy::rewrite_cookies(&ours, &mut headers);
+        crate::proxy::rewrite_cookies(
+            &ours,
+            &mut headers,
+            crate::proxy::ForwardCookies::AllButOurs,
+        );
         crate::proxy::drop_our_set_cookies(&ours, &mut headers);
         if let (Ok(base), Ok(uri)) = (
             url::Url::parse("http://127.0.0.1:9/base/"),

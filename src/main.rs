@@ -152,6 +152,21 @@ fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
         KeySource::Ring { ring, primary } => KeyRing::from_ring_string(ring.expose(), primary),
     }
     .map_err(|e| bad_config(format!("keys: {e}")))?;
+    // A route's private CA is read now: a missing or broken file stops start-up (and
+    // `check`) naming its key, with N as the file numbers the routes (Config keeps them
+    // longest prefix first; prefixes are unique).
+    for route in &config.routes {
+        let Some(ca) = &route.ca_file else { continue };
+        sealgate::http_client::read_roots(ca).map_err(|e| {
+            let n = toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
+                t.get("routes")?.as_array()?.iter().position(|r| {
+                    r.get("prefix").and_then(toml::Value::as_str) == Some(route.prefix.as_str())
+                })
+            });
+            let n = n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+            bad_config(format!("routes[{n}].ca_file: {e}"))
+        })?;
+    }
     Ok((config, ring))
 }
 

@@ -1,9 +1,11 @@
 //! Forwarding to an upstream: the request and the answer stream through without being
-//! buffered, hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1), sealgate's own
-//! cookies never leave, `X-Forwarded-*` are set, and the access token is added as
-//! `Authorization: Bearer` when the route carries one.
+//! buffered, hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1), the browser's
+//! cookies stay home except those a route names (sealgate's own never leave), `Forwarded`
+//! and `X-Forwarded-*` say what sealgate knows rather than what the client claims, and the
+//! access token is added as `Authorization: Bearer` when the route carries one.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,8 +19,8 @@ use crate::app::{App, has_csrf_header, is_cross_origin};
 use crate::config::{Route, TokenMode};
 use crate::cookies::header_pairs;
 use crate::error::Error;
-use crate::http_client::HttpError;
-use crate::jar;
+use crate::http_client::{HttpClient, HttpError};
+use crate::jar::{self, Cookies};
 use crate::oidc::now_secs;
 use crate::refresh::Outcome;
 use crate::reply::{self, Body};
@@ -26,19 +28,91 @@ use crate::secret::SecretString;
 use crate::session::AccessState;
 
 /// The client at the other end of a connection, with its `X-Forwarded-For` entry worked
-/// out once per connection rather than once per request.
+/// out once per connection rather than once per request, and its `Forwarded` element at
+/// the connection's first proxied request (shared by the clones each request gets).
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
     ip: HeaderValue,
+    forwarded: Arc<OnceLock<HeaderValue>>,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
-        let ip = HeaderValue::from_str(&addr.ip().to_string())
+        // An IPv4 client of a dual-stack listener is written as IPv4, not ::ffff:a.b.c.d.
+        let ip = HeaderValue::from_str(&addr.ip().to_canonical().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { addr, ip }
+        Self {
+            addr,
+            ip,
+            forwarded: Arc::default(),
+        }
     }
+
+    /// `for=<peer>;host="<public host>";proto=<public scheme>` (RFC 7239 §4, §6: an IPv6
+    /// node is bracketed and quoted).
+    fn forwarded(&self, public: &Forwarding) -> HeaderValue {
+        self.forwarded
+            .get_or_init(|| {
+                let value = match self.addr.ip().to_canonical() {
+                    IpAddr::V4(ip) => format!("for={ip}{}", public.forwarded_rest),
+                    IpAddr::V6(ip) => format!("for=\"[{ip}]\"{}", public.forwarded_rest),
+                };
+                HeaderValue::from_str(&value)
+                    .unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
+            })
+            .clone()
+    }
+}
+
+/// What upstreams are told about the request's origin, from the configured public URL
+/// (the origin browsers use) and built once. Whatever a client sends in these headers is
+/// replaced, never passed on: an upstream that trusts them (for redirects, links, rate
+/// limits, audit logs) must not be lied to through sealgate.
+#[derive(Debug)]
+pub struct Forwarding {
+    /// `X-Forwarded-Host`: the public host, with its port when not the scheme's default.
+    host: HeaderValue,
+    /// `X-Forwarded-Proto`: the public scheme.
+    proto: HeaderValue,
+    /// `X-Forwarded-Port`: the public port.
+    port: HeaderValue,
+    /// `;host="...";proto=...`: the `Forwarded` element less its `for=` node.
+    forwarded_rest: String,
+}
+
+impl Forwarding {
+    pub fn new(public_url: &Url) -> Self {
+        let host = &public_url[url::Position::BeforeHost..url::Position::AfterPort];
+        let proto = if public_url.scheme() == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        let port = public_url.port_or_known_default().unwrap_or(80);
+        // The URL crate writes hosts in ASCII (IDNA), so these are always header values.
+        let value = |s: &str| {
+            HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        };
+        Self {
+            host: value(host),
+            proto: HeaderValue::from_static(proto),
+            port: value(&port.to_string()),
+            // `:` and `[` are not token characters: the host is always quoted (§4).
+            forwarded_rest: format!(";host=\"{host}\";proto={proto}"),
+        }
+    }
+}
+
+/// Which of the browser's cookies go upstream. sealgate's own never do, even when named.
+#[derive(Clone, Copy, Debug)]
+pub enum ForwardCookies<'a> {
+    /// Only cookies of exactly these names (a route's `forward_cookies`); with none, no
+    /// `Cookie` header at all: whatever else lives on the site (a sibling subdomain's
+    /// `Domain=` cookies, the provider's when it shares the host, analytics) stays home.
+    Named(&'a [String]),
+    /// All of them but sealgate's: the SPA's dev server, which is the site itself.
+    AllButOurs,
 }
 
 /// Where and how to forward one request.
@@ -52,6 +126,10 @@ pub struct Target<'a> {
     pub bearer: Option<HeaderValue>,
     /// How long to wait for the upstream's answer head.
     pub timeout: Duration,
+    /// The client to send with (the route's own when it trusts a private CA).
+    pub client: &'a HttpClient,
+    /// Which of the browser's cookies the upstream receives.
+    pub cookies: ForwardCookies<'a>,
 }
 
 /// RFC 9110 §7.6.1 and the de-facto ones: never forwarded by a proxy.
@@ -66,6 +144,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Whether a request path belongs to a route prefix, on segment boundaries: `/api` and
+/// `/api/` both match `/api` and `/api/...`, never `/apifoo` or `/api-internal/...`. The
+/// token goes where the route says, not to whatever shares its first letters (the IETF
+/// OAuth 2.0 for Browser-Based Applications draft asks a BFF for strict path routing).
+pub(crate) fn route_matches(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// A call to an API route: `X-CSRF: 1` required, the session opened, the access token
 /// refreshed first when it is expired or about to be (once per refresh token, see
 /// `refresh`), then forwarded with `Authorization: Bearer`. When the session was
@@ -75,6 +168,7 @@ pub async fn api(
     req: Request<Incoming>,
     peer: &Peer,
     route: &Route,
+    client: &HttpClient,
 ) -> Result<Response<Body>, Error> {
     // Browsers cannot put headers on a WebSocket handshake, but they always send Origin
     // on it: a handshake is served only from the SPA's own origin (cross-site WebSocket
@@ -93,6 +187,8 @@ pub async fn api(
         strip_prefix: route.strip_prefix.then_some(route.prefix.as_str()),
         bearer,
         timeout: route.timeout,
+        client,
+        cookies: ForwardCookies::Named(&route.forward_cookies),
     };
     let result = forward(app, req, peer, target).await;
     match &result {
@@ -207,21 +303,14 @@ pub async fn forward(
     let (parts, body) = req.into_parts();
     let uri = upstream_uri(target.base, &parts.uri, target.strip_prefix)?;
     let mut headers = parts.headers;
-    // HTTP/1.1 carries the host in Host; HTTP/2 in the :authority pseudo-header.
-    let original_host = headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    rewrite_cookies(&app.cookies, &mut headers);
+    rewrite_cookies(&app.cookies, &mut headers, target.cookies);
     headers.remove(header::AUTHORIZATION);
     if let Some(value) = target.bearer {
         headers.insert(header::AUTHORIZATION, value);
     }
-    set_forwarded(app, &mut headers, peer, original_host);
+    set_forwarded(&app.forwarding, &mut headers, peer);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -231,8 +320,8 @@ pub async fn forward(
     *upstream.method_mut() = parts.method;
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
-    let response = app
-        .http
+    let mut response = target
+        .client
         .send(upstream, target.timeout)
         .await
         .map_err(|e| match e {
@@ -242,6 +331,7 @@ pub async fn forward(
     if let Some(client_upgrade) = client_upgrade
         && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
     {
+        filter_switch(&app.cookies, response.headers_mut());
         return Ok(tunnel(client_upgrade, response));
     }
     let (mut parts, body) = response.into_parts();
@@ -271,8 +361,22 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Response<Incoming>) -
     Response::from_parts(parts, reply::empty())
 }
 
+/// The upstream's 101 as the browser may see it: what the other answers get (no
+/// hop-by-hop header, no `Set-Cookie` naming one of sealgate's cookies), except that the
+/// handshake's own `Connection: upgrade` and `Upgrade` stay (RFC 9110 §7.8).
+fn filter_switch(ours: &Cookies, headers: &mut HeaderMap) {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("websocket"));
+    strip_hop_by_hop(headers);
+    drop_our_set_cookies(ours, headers);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+}
+
 /// Whether the request is a WebSocket handshake (RFC 6455 §4.1).
-fn is_websocket<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_websocket<B>(req: &Request<B>) -> bool {
     let has = |name: header::HeaderName, token: &str| {
         req.headers()
             .get_all(name)
@@ -287,20 +391,25 @@ fn is_websocket<B>(req: &Request<B>) -> bool {
 }
 
 /// Whether the request's `Origin` is the SPA's own (the configured public URL).
-fn same_origin<B>(app: &App, req: &Request<B>) -> bool {
+pub(crate) fn same_origin<B>(app: &App, req: &Request<B>) -> bool {
     let ours = app.public_url.origin().ascii_serialization();
     req.headers()
         .get(header::ORIGIN)
         .is_some_and(|o| o.as_bytes() == ours.as_bytes())
 }
 
-/// `base` + the request path (less `strip_prefix`) + the request query.
+/// `base` + the request path (less `strip_prefix`) + the request query. A path with a
+/// dot segment is refused: the upstream would resolve `/api/../admin` (RFC 3986 §5.2.4)
+/// to a path outside the route, or outside the base path with `strip_prefix`.
 pub(crate) fn upstream_uri(
     base: &Url,
     uri: &Uri,
     strip_prefix: Option<&str>,
 ) -> Result<Uri, Error> {
     let path = uri.path();
+    if has_dot_segment(path) {
+        return Err(Error::BadRequest("The request path cannot be forwarded."));
+    }
     let rest = match strip_prefix {
         Some(prefix) => path
             .strip_prefix(prefix.trim_end_matches('/'))
@@ -326,6 +435,17 @@ pub(crate) fn upstream_uri(
         .map_err(|_| Error::BadRequest("The request path cannot be forwarded."))
 }
 
+/// Whether a path has a `.` or `..` segment, also percent-encoded (`%2e`), which an
+/// upstream may decode before resolving. Browsers resolve them before sending, so only a
+/// hand-made request carries one.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        [".", "..", "%2e", "%2e%2e", ".%2e", "%2e."]
+            .iter()
+            .any(|dot| segment.eq_ignore_ascii_case(dot))
+    })
+}
+
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CONNECTION) {
         for name in &HOP_BY_HOP {
@@ -346,16 +466,32 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes sealgate's cookies from every `Cookie` header, keeping the others (as
-/// `name=value` pairs; a piece that is not one is dropped).
-pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
+/// Replaces every `Cookie` header by one holding the cookies `forward` lets through (as
+/// `name=value` pairs; a piece that is not one is dropped), or by none. With no names to
+/// forward, the header is only removed: nothing is parsed or allocated.
+pub(crate) fn rewrite_cookies(
+    ours: &Cookies,
+    headers: &mut HeaderMap,
+    forward: ForwardCookies<'_>,
+) {
+    if let ForwardCookies::Named([]) = forward {
+        headers.remove(header::COOKIE);
+        return;
+    }
+    let wanted = |name: &str| {
+        !ours.is_ours(name)
+            && match forward {
+                ForwardCookies::Named(names) => names.iter().any(|n| n == name),
+                ForwardCookies::AllButOurs => true,
+            }
+    };
     let mut kept = String::new();
     for (name, value) in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
         .flat_map(header_pairs)
-        .filter(|(name, _)| !ours.is_ours(name))
+        .filter(|(name, _)| wanted(name))
     {
         if !kept.is_empty() {
             kept.push_str("; ");
@@ -374,7 +510,7 @@ pub(crate) fn rewrite_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMa
 
 /// Removes any `Set-Cookie` of the upstream that names one of sealgate's cookies: an
 /// upstream must not be able to delete the session or plant a captured sealed value.
-pub(crate) fn drop_our_set_cookies(ours: &crate::jar::Cookies, headers: &mut HeaderMap) {
+pub(crate) fn drop_our_set_cookies(ours: &Cookies, headers: &mut HeaderMap) {
     if !headers.contains_key(header::SET_COOKIE) {
         return;
     }
@@ -404,31 +540,18 @@ pub(crate) fn drop_our_set_cookies(ours: &crate::jar::Cookies, headers: &mut Hea
     }
 }
 
-fn set_forwarded(app: &App, headers: &mut HeaderMap, peer: &Peer, host: Option<HeaderValue>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!(
-            "{prior}, {}",
-            peer.ip.to_str().unwrap_or("unknown")
-        ))
-        .ok(),
-        None => Some(peer.ip.clone()),
-    };
-    if let Some(v) = value {
-        headers.insert(xff, v);
-    }
-    let proto = if app.public_url.scheme() == "https" {
-        "https"
-    } else {
-        "http"
-    };
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
+/// Sets `Forwarded` (RFC 7239), `X-Forwarded-For/-Host/-Proto/-Port` and `X-Real-IP`
+/// from what sealgate knows: the peer's address and the public URL. Each `insert`
+/// replaces every value the client sent under that name. `X-Forwarded-For` is the peer
+/// only, not the client's list with the peer appended: its left part would be whatever
+/// the client wrote. Behind a load balancer the peer is the balancer (see README).
+fn set_forwarded(public: &Forwarding, headers: &mut HeaderMap, peer: &Peer) {
+    headers.insert(header::FORWARDED, peer.forwarded(public));
+    headers.insert(X_FORWARDED_FOR, peer.ip.clone());
+    headers.insert(X_REAL_IP, peer.ip.clone());
+    headers.insert(X_FORWARDED_HOST, public.host.clone());
+    headers.insert(X_FORWARDED_PROTO, public.proto.clone());
+    headers.insert(X_FORWARDED_PORT, public.port.clone());
 }
 
 #[cfg(test)]
@@ -480,5 +603,172 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn refuses_routes_that_only_share_the_first_letters() {
+        for prefix in ["/api", "/api/"] {
+            for path in ["/api", "/api/", "/api/x", "/api/x/y"] {
+                assert!(route_matches(prefix, path), "{prefix} matches {path}");
+            }
+            for path in ["/apifoo", "/api-internal/x", "/ap", "/", "/x/api/"] {
+                assert!(
+                    !route_matches(prefix, path),
+                    "{prefix} must not match {path}"
+                );
+            }
+        }
+        assert!(route_matches("/", "/anything"));
+        assert!(route_matches("/a/b/", "/a/b"));
+        assert!(!route_matches("/a/b/", "/a/bc"));
+    }
+
+    #[test]
+    fn refuses_dot_segments_in_forwarded_paths() {
+        let base = Url::parse("http://127.0.0.1:9100/v1/").unwrap();
+        for bad in [
+            "/api/../admin",
+            "/api/./x",
+            "/api/%2e%2e/admin",
+            "/api/%2E./admin",
+            "/api/.%2e",
+            "/api/..",
+        ] {
+            let uri: Uri = bad.parse().unwrap();
+            assert!(
+                upstream_uri(&base, &uri, Some("/api/")).is_err(),
+                "{bad} must be refused"
+            );
+        }
+        for good in [
+            "/api/a..b",
+            "/api/.well-known/x",
+            "/api/...",
+            "/api/%2e%2ex",
+        ] {
+            let uri: Uri = good.parse().unwrap();
+            assert!(
+                upstream_uri(&base, &uri, None).is_ok(),
+                "{good} is forwarded"
+            );
+        }
+    }
+
+    fn cookie_headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn refuses_to_forward_cookies_a_route_does_not_name() {
+        let ours = Cookies::new(false, crate::cookies::SameSite::Lax, 4);
+        let sent = [
+            "sealgate.0=2.AAAA; lang=de; _ga=GA1.2",
+            "sealgate.1=BBBB; idp_session=x",
+        ];
+
+        let mut h = cookie_headers(&sent);
+        rewrite_cookies(&ours, &mut h, ForwardCookies::Named(&[]));
+        assert!(
+            !h.contains_key(header::COOKIE),
+            "no Cookie header by default"
+        );
+
+        let names = ["lang".to_owned(), "sealgate.0".to_owned()];
+        let mut h = cookie_headers(&sent);
+        rewrite_cookies(&ours, &mut h, ForwardCookies::Named(&names));
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(
+            h[header::COOKIE],
+            "lang=de",
+            "only named ones, never sealgate's"
+        );
+
+        let mut h = cookie_headers(&sent);
+        rewrite_cookies(&ours, &mut h, ForwardCookies::Named(&["theme".to_owned()]));
+        assert!(
+            !h.contains_key(header::COOKIE),
+            "none of the named ones: no header"
+        );
+
+        let mut h = cookie_headers(&sent);
+        rewrite_cookies(&ours, &mut h, ForwardCookies::AllButOurs);
+        assert_eq!(h[header::COOKIE], "lang=de; _ga=GA1.2; idp_session=x");
+    }
+
+    #[test]
+    fn refuses_client_sent_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("forwarded", "for=10.0.0.1;host=admin.internal"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "admin.internal"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "1"),
+            ("x-real-ip", "10.0.0.1"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+            h.append(name, HeaderValue::from_static(value));
+        }
+        let public = Forwarding::new(&Url::parse("https://app.example.com").unwrap());
+        let peer = Peer::new("192.0.2.7:5000".parse().unwrap());
+        set_forwarded(&public, &mut h, &peer);
+        let one = |name: &str| {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all.len(), 1, "{name}: {all:?}");
+            all[0].to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            one("forwarded"),
+            "for=192.0.2.7;host=\"app.example.com\";proto=https"
+        );
+        assert_eq!(one("x-forwarded-for"), "192.0.2.7");
+        assert_eq!(one("x-real-ip"), "192.0.2.7");
+        assert_eq!(one("x-forwarded-host"), "app.example.com");
+        assert_eq!(one("x-forwarded-proto"), "https");
+        assert_eq!(one("x-forwarded-port"), "443");
+
+        let public = Forwarding::new(&Url::parse("http://127.0.0.1:8080").unwrap());
+        let v6 = Peer::new("[2001:db8::17]:5000".parse().unwrap());
+        let mut h = HeaderMap::new();
+        set_forwarded(&public, &mut h, &v6);
+        assert_eq!(
+            h["forwarded"], "for=\"[2001:db8::17]\";host=\"127.0.0.1:8080\";proto=http",
+            "IPv6 bracketed and quoted (RFC 7239 §6)"
+        );
+        assert_eq!(h["x-forwarded-host"], "127.0.0.1:8080");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        let mapped = Peer::new("[::ffff:192.0.2.7]:5000".parse().unwrap());
+        set_forwarded(&public, &mut h, &mapped);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn refuses_our_set_cookies_and_hop_headers_on_a_switch() {
+        let ours = Cookies::new(false, crate::cookies::SameSite::Lax, 4);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-hop"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("sec-websocket-accept", HeaderValue::from_static("abc="));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("sealgate.0=1.planted; Path=/"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        filter_switch(&ours, &mut h);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h["sec-websocket-accept"], "abc=");
+        assert!(!h.contains_key("x-hop") && !h.contains_key("keep-alive"));
+        let set: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(set, ["theme=dark"]);
     }
 }

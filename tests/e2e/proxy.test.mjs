@@ -9,6 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
+import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -86,7 +87,8 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
   let sg;
   let op;
   let up; // the main upstream
-  let up2; // the upstream of the stripped, longer route
+  let up2; // the upstream of the stripped, longer route and of /svc
+  let dev; // the frontend dev server (the SPA's own origin)
   let jar;
   let token; // the access token the provider issued at login
   let downPort;
@@ -94,6 +96,7 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
   before(async () => {
     up = await startUpstream();
     up2 = await startUpstream();
+    dev = await startUpstream();
     downPort = await freePort(); // nothing listens there
     stack = await startStack({
       config: {
@@ -104,7 +107,11 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
           { prefix: '/pub/', upstream: up.url, strip_prefix: true, token: 'optional' },
           { prefix: '/down/', upstream: `http://127.0.0.1:${downPort}` },
           { prefix: '/slow/', upstream: up.url, strip_prefix: true, timeout: '1s' },
+          // No trailing slash: must still match on segment boundaries only.
+          { prefix: '/svc', upstream: up2.url },
+          { prefix: '/named/', upstream: up.url, strip_prefix: true, forward_cookies: ['lang', 'sealgate.0'] },
         ],
+        frontend: { upstream: dev.url },
       },
     });
     ({ sg, op } = stack);
@@ -117,14 +124,24 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     await stack?.stop();
     await up?.close();
     await up2?.close();
+    await dev?.close();
   });
 
-  test('forwards with the Bearer token, without sealgate cookies, with X-Forwarded-*; the answer carries no token', async () => {
+  test('forwards with the Bearer token, without the browser\'s cookies, with Forwarded and X-Forwarded-* from what sealgate knows; the answer carries no token', async () => {
     const n = up.requests.length;
     const cookie = `${jar.header(`${sg.url}/api/echo`)}; theme=dark; sealgate-tx-abcdefgh.0=stale-tx`;
     assert.ok(cookieNames(cookie).some((c) => /^sealgate\.\d+$/.test(c)), `the jar holds the session cookie: ${cookie}`);
+    // What a client may claim, hoping an upstream trusts it (links, redirects, rate limits).
+    const forged = {
+      forwarded: 'for=10.0.0.1;host=admin.internal;proto=https',
+      'x-forwarded-for': '10.0.0.1',
+      'x-forwarded-host': 'admin.internal',
+      'x-forwarded-proto': 'https',
+      'x-forwarded-port': '1',
+      'x-real-ip': '10.0.0.1',
+    };
     const res = await fetch(`${sg.url}/api/echo?q=a%20b&x=1&x=2&e=%2F%3F`, {
-      headers: { 'x-csrf': '1', cookie, authorization: 'Bearer forged-by-the-page', 'x-custom': 'kept' },
+      headers: { 'x-csrf': '1', cookie, authorization: 'Bearer forged-by-the-page', 'x-custom': 'kept', ...forged },
     });
     const { text, json } = await readJson(res);
     assert.equal(res.status, 200, text);
@@ -133,13 +150,17 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     assert.equal(seen.method, 'GET');
     assert.equal(seen.url, '/api/echo?q=a%20b&x=1&x=2&e=%2F%3F', 'path and query arrive byte for byte');
     assert.equal(seen.headers.authorization, `Bearer ${token}`, 'the session token, not the page\'s header');
-    const names = cookieNames(seen.headers.cookie);
-    assert.ok(names.includes('theme'), `theme=dark kept: ${seen.headers.cookie}`);
-    assert.match(seen.headers.cookie, /(^|; )theme=dark(;|$)/);
-    assert.deepEqual(names.filter(isSealgateCookie), [], `no sealgate cookie upstream: ${seen.headers.cookie}`);
+    // The route names no cookie: no Cookie header at all (before: every non-sealgate cookie).
+    assert.equal(seen.headers.cookie, undefined, 'no Cookie header upstream by default');
+    // From sealgate's own knowledge (the peer, public_url), each header once.
+    assert.equal(seen.headers.forwarded, `for=127.0.0.1;host="127.0.0.1:${sg.port}";proto=http`);
     assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(seen.headers['x-real-ip'], '127.0.0.1');
     assert.equal(seen.headers['x-forwarded-proto'], 'http');
     assert.equal(seen.headers['x-forwarded-host'], `127.0.0.1:${sg.port}`);
+    assert.equal(seen.headers['x-forwarded-port'], String(sg.port));
+    const raw = seen.rawHeaders.filter((_, i) => i % 2 === 0).map((h) => h.toLowerCase());
+    for (const h of Object.keys(forged)) assert.equal(raw.filter((r) => r === h).length, 1, `${h} sent once`);
     assert.equal(seen.headers.host, `127.0.0.1:${up.port}`);
     assert.equal(seen.headers['x-custom'], 'kept');
     assert.equal(seen.headers['x-csrf'], '1');
@@ -208,7 +229,7 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
       const seen = up.requests.at(-1);
       assert.equal(seen.url, '/api/echo?h2=1');
       assert.equal(seen.headers.authorization, `Bearer ${token}`);
-      assert.equal(seen.headers.cookie, 'theme=dark');
+      assert.equal(seen.headers.cookie, undefined, 'no Cookie header upstream by default');
       assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
       assert.equal(seen.headers['x-forwarded-proto'], 'http');
       assert.equal(seen.headers['x-forwarded-host'], `127.0.0.1:${sg.port}`, 'X-Forwarded-Host from :authority');
@@ -239,6 +260,57 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     assert.deepEqual(await sibling.json(), { error: 'no_such_endpoint', path: '/api/bb/echo' });
     assert.equal(up2.requests.length, n2 + 1);
     assert.deepEqual(up.requests.slice(n1).map((r) => r.url), ['/api/echo?z=1', '/api/bb/echo']);
+  });
+
+  test('forward_cookies: only the named cookies reach the route, never sealgate\'s even when named', async () => {
+    const n = up.requests.length;
+    const cookie = `${jar.header(`${sg.url}/named/api/echo`)}; theme=dark; lang=de; _ga=GA1.2.3`;
+    const res = await fetch(`${sg.url}/named/api/echo`, { headers: { 'x-csrf': '1', cookie } });
+    assert.equal(res.status, 200, await res.text());
+    assert.equal(up.requests.length, n + 1);
+    const seen = up.requests.at(-1).headers;
+    assert.equal(seen.cookie, 'lang=de', 'lang (named) only; sealgate.0 (named too) never');
+    assert.equal(seen.authorization, `Bearer ${token}`);
+  });
+
+  test('a route prefix matches on segment boundaries: /svcfoo and /svc-internal never get the token', async () => {
+    const n2 = up2.requests.length;
+    const nd = dev.requests.length;
+    const cookie = `${jar.header(`${sg.url}/svc`)}; lang=de`;
+    for (const path of ['/svcfoo/echo', '/svc-internal/echo', '/apifoo']) {
+      const res = await fetch(`${sg.url}${path}`, { headers: { 'x-csrf': '1', cookie } });
+      await res.arrayBuffer();
+      assert.equal(res.status, 404, `${path}: the dev server's own 404`);
+    }
+    assert.equal(up2.requests.length, n2, 'the /svc upstream saw none of them');
+    const toDev = dev.requests.slice(nd);
+    assert.deepEqual(toDev.map((r) => r.url), ['/svcfoo/echo', '/svc-internal/echo', '/apifoo'], 'they went to the frontend');
+    for (const r of toDev) {
+      assert.equal(r.headers.authorization, undefined, `${r.url}: no token`);
+      // The dev server is the site itself: it gets the page's cookies, never sealgate's.
+      assert.ok(cookieNames(r.headers.cookie).includes('lang'), `${r.url}: ${r.headers.cookie}`);
+      assert.deepEqual(cookieNames(r.headers.cookie).filter(isSealgateCookie), [], `${r.url}: ${r.headers.cookie}`);
+    }
+    // The prefix itself and paths below it are the route's; /api matches the /api/ route.
+    for (const [path, upstream] of [['/svc', up2], ['/svc/echo', up2], ['/api', up]]) {
+      const before = upstream.requests.length;
+      const res = await fetch(`${sg.url}${path}`, { headers: { 'x-csrf': '1', cookie } });
+      await res.arrayBuffer();
+      assert.equal(upstream.requests.length, before + 1, `${path} proxied`);
+      assert.equal(upstream.requests.at(-1).url, path);
+      assert.equal(upstream.requests.at(-1).headers.authorization, `Bearer ${token}`);
+    }
+    // A dot segment would leave the route at the upstream (/api/../admin is /admin there).
+    const n = up.requests.length;
+    // (node:http with a raw path: a URL parser would resolve the dot segment itself.)
+    const dots = await new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: sg.port, path: '/api/%2e%2e/admin', headers: { 'x-csrf': '1', cookie }, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      }).on('error', reject);
+    });
+    assert.equal(dots, 400);
+    assert.equal(up.requests.length, n, 'refused before the upstream');
   });
 
   test('without X-CSRF: 403 and nothing reaches the upstream', async () => {
@@ -296,7 +368,7 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     assert.equal(up.requests.length, n + 1);
     assert.equal(up.requests.at(-1).url, '/api/echo?anon=1');
     assert.equal(up.requests.at(-1).headers.authorization, undefined, 'no Authorization, not even the page\'s');
-    assert.equal(up.requests.at(-1).headers.cookie, 'theme=dark');
+    assert.equal(up.requests.at(-1).headers.cookie, undefined, 'the route names no cookie');
 
     const authed = await bffFetch(jar, `${sg.url}/pub/api/echo?anon=0`);
     assert.equal(authed.status, 200);
@@ -521,10 +593,16 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
   test('WebSocket: a same-origin handshake with the session round-trips; a cross-site one is refused', async () => {
     const wsUrl = `${sg.url}/api/ws`;
     const n = up.requests.length;
-    const ws = await wsConnect(wsUrl, { headers: { Origin: sg.url, Cookie: `${jar.header(wsUrl)}; theme=dark` } });
+    // plant=1: the upstream's 101 tries to set sealgate.0 and carries hop-by-hop headers.
+    const ws = await wsConnect(`${wsUrl}?plant=1`, { headers: { Origin: sg.url, Cookie: `${jar.header(wsUrl)}; theme=dark` } });
     try {
       assert.equal(ws.status, 101, `handshake answered ${ws.status}: ${ws.body}`);
       assert.equal(ws.accepted, true, 'Sec-WebSocket-Accept matches the key');
+      assert.deepEqual(ws.setCookie, ['theme=dark; Path=/'], 'the 101 cannot set sealgate\'s cookies');
+      assert.equal(ws.headers['keep-alive'], undefined);
+      assert.equal(ws.headers['x-hop'], undefined, 'a header named in Connection is hop-by-hop');
+      assert.match(ws.headers.connection, /^upgrade$/i);
+      assert.match(ws.headers.upgrade, /^websocket$/i);
       ws.send('hello through sealgate');
       const echo = await ws.receive();
       assert.equal(echo.opcode, 1);
@@ -537,7 +615,7 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     const handshake = up.requests.slice(n).find((r) => r.upgrade);
     assert.ok(handshake, 'the upstream saw the handshake');
     assert.equal(handshake.headers.authorization, `Bearer ${token}`);
-    assert.deepEqual(cookieNames(handshake.headers.cookie).filter(isSealgateCookie), []);
+    assert.equal(handshake.headers.cookie, undefined, 'no Cookie header upstream by default');
     assert.equal(handshake.headers.origin, sg.url);
 
     const m = up.requests.length;
@@ -551,6 +629,30 @@ describe('proxy: forwarding, guards, errors and streaming', { skip }, () => {
     anon.close();
     assert.equal(anon.status, 401, 'no session, no tunnel');
     assert.equal(up.requests.length, m, 'refused handshakes never reach the upstream');
+  });
+
+  test('the dev server\'s WebSocket (hot reload) opens from the SPA\'s origin only; sealgate\'s cookies stay home', async () => {
+    const wsUrl = `${sg.url}/ws`;
+    const n = dev.requests.length;
+    for (const origin of ['http://evil.example', undefined]) {
+      const evil = await wsConnect(wsUrl, { headers: { Origin: origin, Cookie: jar.header(wsUrl) } });
+      evil.close();
+      assert.equal(evil.status, 403, `Origin ${origin}: ${evil.status}`);
+    }
+    assert.equal(dev.requests.length, n, 'refused handshakes never reach the dev server');
+    const ws = await wsConnect(`${wsUrl}?plant=1`, { headers: { Origin: sg.url, Cookie: `${jar.header(wsUrl)}; lang=de` } });
+    try {
+      assert.equal(ws.status, 101, `handshake answered ${ws.status}: ${ws.body}`);
+      assert.deepEqual(ws.setCookie, ['theme=dark; Path=/'], 'the 101 cannot set sealgate\'s cookies');
+      ws.send('hmr');
+      assert.equal((await ws.receive()).text, 'hmr');
+    } finally {
+      ws.close();
+    }
+    const handshake = dev.requests.slice(n).find((r) => r.upgrade);
+    assert.ok(cookieNames(handshake.headers.cookie).includes('lang'), handshake.headers.cookie);
+    assert.deepEqual(cookieNames(handshake.headers.cookie).filter(isSealgateCookie), [], handshake.headers.cookie);
+    assert.equal(handshake.headers.authorization, undefined);
   });
 
   test('/metrics counts proxied requests by route and upstream errors by kind', async () => {

@@ -18,7 +18,10 @@
 //                        it stops reading for P ms once M MiB arrived (a slow consumer).
 //   /api/download?mb=N   N MiB generated on the fly (chunked, honouring backpressure); the bytes
 //                        are those of downloadChunks() so a test can hash what it should get.
-//   /api/ws              WebSocket echo (text and binary frames; ping -> pong; close -> close).
+//   /api/ws, /ws         WebSocket echo (text and binary frames; ping -> pong; close -> close);
+//                        /ws is a dev server's hot-reload socket. With ?plant=1 the 101 also tries
+//                        to set sealgate.0 (must be dropped) and theme, and carries hop-by-hop
+//                        headers (Keep-Alive, X-Hop named in Connection) that must not pass.
 //
 // `up.progress` holds live byte counts: { uploadRead, downloadWritten } of the latest transfer.
 
@@ -269,15 +272,20 @@ export async function startUpstream({ port = 0 } = {}) {
     requests.push(recordOf(req, { upgrade: true }));
     const key = req.headers['sec-websocket-key'];
     const isWs = (req.headers.upgrade ?? '').toLowerCase() === 'websocket';
-    if (new URL(req.url, 'http://x').pathname !== '/api/ws' || !isWs || !key || req.headers['sec-websocket-version'] !== '13') {
+    const wsUrl = new URL(req.url, 'http://x');
+    if (!['/api/ws', '/ws'].includes(wsUrl.pathname) || !isWs || !key || req.headers['sec-websocket-version'] !== '13') {
       socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;
     }
+    const plant = wsUrl.searchParams.get('plant') === '1'
+      ? ['Set-Cookie: sealgate.0=1.planted; Path=/', 'Set-Cookie: theme=dark; Path=/', 'Keep-Alive: timeout=5', 'X-Hop: for-sealgate-only']
+      : [];
     socket.write([
       'HTTP/1.1 101 Switching Protocols',
       'Upgrade: websocket',
-      'Connection: Upgrade',
+      plant.length ? 'Connection: Upgrade, X-Hop' : 'Connection: Upgrade',
       `Sec-WebSocket-Accept: ${wsAccept(key)}`,
+      ...plant,
       '', '',
     ].join('\r\n'));
     const parser = new FrameParser(({ opcode, payload, masked }) => {
