@@ -279,10 +279,11 @@ struct Activity {
     epoch: Instant,
     /// Requests whose answer is not fully handed to the connection yet.
     in_flight: AtomicU32,
-    /// When the last answer was, in ms since `epoch`; `NEVER` before the first.
+    /// When the last answer ended, in ms since `epoch`; `NEVER` before the first.
     quiet_since: AtomicU64,
 }
 
+/// `Activity::quiet_since` before any answer.
 const NEVER: u64 = u64::MAX;
 
 impl Activity {
