@@ -50,6 +50,13 @@ pub struct App {
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// Idle HTTP/1.1 keep-alive and HTTP/2 connections, and silent WebSocket tunnels, are
+    /// closed after this.
+    pub idle_timeout: Duration,
+    /// `/metrics` is served on the admin listener only (`[server] admin_listen` is set).
+    pub metrics_on_admin: bool,
+    /// Turns true at the end of the drain: connections and tunnels still open close.
+    closing: watch::Sender<bool>,
     pub cookies: Cookies,
     pub limits: Limits,
     pub http: HttpClient,
@@ -139,6 +146,9 @@ impl App {
             shutdown_delay: config.server.shutdown_delay,
             drain_timeout: config.server.drain_timeout,
             max_connections: config.server.max_connections,
+            idle_timeout: config.server.idle_timeout,
+            metrics_on_admin: config.server.admin_listen.is_some(),
+            closing: watch::Sender::new(false),
             cookies: Cookies::new(
                 config.cookies.secure,
                 config.cookies.same_site,
@@ -309,6 +319,16 @@ impl App {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Ends the drain: every connection and WebSocket tunnel still open closes.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true when the drain ends (`close_all`).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// The request's cookies, parsed once. (UTF-8 is checked rather than `to_str`'s visible
     /// ASCII: the same for every value sealgate writes, and much faster on the kilobytes
     /// of session cookie every API call carries.)
@@ -428,6 +448,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
     let (endpoint, result) = match (req.method(), path) {
         (&Method::GET, "/healthz") => (Endpoint::Health, Ok(reply::text(StatusCode::OK, "ok\n"))),
         (&Method::GET, "/readyz") => (Endpoint::Health, Ok(readyz(app))),
+        (&Method::GET, "/metrics") if app.metrics_on_admin => {
+            (Endpoint::Other, Err(Error::NotFound))
+        }
         (&Method::GET, "/metrics") => (Endpoint::Metrics, Ok(metrics(app))),
         (&Method::GET, "/bff/login") => (Endpoint::Login, login::start(app, &req).await),
         (&Method::GET, "/bff/callback") => (Endpoint::Callback, login::callback(app, &req).await),
@@ -500,4 +523,16 @@ fn metrics(app: &App) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// Answers one request on the admin listener: `/metrics` and the health endpoints.
+pub fn handle_admin<B>(app: &App, req: &Request<B>) -> Response<Body> {
+    let (endpoint, response) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(app)),
+        (&Method::GET, "/healthz") => (Endpoint::Health, reply::text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/readyz") => (Endpoint::Health, readyz(app)),
+        _ => (Endpoint::Other, Error::NotFound.into_response()),
+    };
+    app.metrics.request(endpoint, response.status().as_u16());
+    response
 }

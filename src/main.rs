@@ -204,6 +204,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         );
     }
     let listen = config.listen;
+    let admin_listen = config.server.admin_listen;
     let tls = match &config.tls {
         Some(t) => {
             Some(sealgate::tls::acceptor(&t.cert, &t.key).map_err(|e| bad_config(e.to_string()))?)
@@ -223,9 +224,22 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
                 message: format!("listen on {listen}: {e}"),
             })?;
         tracing::info!(%listen, "serving");
+        let admin = match admin_listen {
+            Some(addr) => {
+                let admin = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Failure {
+                        status: 1,
+                        message: format!("admin_listen on {addr}: {e}"),
+                    })?;
+                tracing::info!(%addr, "serving /metrics on the admin listener");
+                Some(admin)
+            }
+            None => None,
+        };
         tokio::spawn(discovery);
         tokio::spawn(app.clone().watch_keys(Duration::from_secs(2)));
-        sealgate::server::run(app, listener).await;
+        sealgate::server::run(app, listener, admin).await;
         Ok(())
     })
 }

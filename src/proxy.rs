@@ -332,7 +332,12 @@ pub async fn forward(
         && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
     {
         filter_switch(&app.cookies, response.headers_mut());
-        return Ok(tunnel(client_upgrade, response));
+        return Ok(tunnel(
+            client_upgrade,
+            response,
+            app.idle_timeout,
+            app.closing(),
+        ));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -341,19 +346,117 @@ pub async fn forward(
 }
 
 /// Answers the client's handshake with the upstream's 101 and, once both sides have
-/// switched protocols, copies bytes both ways until either closes.
-fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Response<Incoming>) -> Response<Body> {
+/// switched protocols, copies bytes both ways until either closes, no byte has moved
+/// either way for `idle`, or `closing` turns true (the end of the drain). The client's
+/// socket keeps its connection slot for the tunnel's life (see `server`).
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    mut upstream: Response<Incoming>,
+    idle: Duration,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Response<Body> {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::time::Instant;
+
+    /// The client side of the tunnel, noting when a byte last moved either way (ms since
+    /// `start`).
+    struct Stamped<'a, T> {
+        io: T,
+        start: Instant,
+        last: &'a AtomicU64,
+    }
+
+    impl<T> Stamped<'_, T> {
+        fn stamp(&self) {
+            let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for Stamped<'_, T> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                this.stamp();
+            }
+            polled
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, T> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+            if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+                this.stamp();
+            }
+            polled
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        }
+    }
+
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     tokio::spawn(async move {
-        match tokio::try_join!(client, upstream_upgrade) {
-            Ok((client, upstream)) => {
-                let mut client = hyper_util::rt::TokioIo::new(client);
-                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "websocket tunnel closed");
+        let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let start = Instant::now();
+        let last = AtomicU64::new(0);
+        let mut client = Stamped {
+            io: hyper_util::rt::TokioIo::new(client),
+            start,
+            last: &last,
+        };
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                copied = &mut copy => {
+                    if let Err(e) = copied {
+                        tracing::debug!(error = %e, "websocket tunnel closed");
+                    }
+                    return;
+                }
+                _ = closing.wait_for(|c| *c) => {
+                    tracing::debug!("drain over; websocket tunnel closed");
+                    return;
+                }
+                () = &mut timer => {
+                    let quiet_until = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+                    if Instant::now() >= quiet_until {
+                        tracing::debug!("websocket tunnel idle; closed");
+                        return;
+                    }
+                    timer.as_mut().reset(quiet_until);
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
     let (parts, _) = upstream.into_parts();
