@@ -47,6 +47,16 @@ export const FAULTS = {
       }
     },
   },
+  // The grant ran, but its access token is too large for the session cookies (20 KB).
+  huge: {
+    class: 'unusable_tokens',
+    answer: async (ctx, next) => {
+      await next();
+      if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+        ctx.body = { ...ctx.body, access_token: `${ctx.body.access_token}${'x'.repeat(20 * 1024)}` };
+      }
+    },
+  },
   // The refresh token is dead: the only answer that ends a session.
   invalid_grant: { class: 'invalid_grant', answer: json(400, 'invalid_grant') },
 };

@@ -49,7 +49,7 @@ describe('refresh during a provider outage', { skip }, () => {
       assert.equal(callbackResponse.status, 302, `login of ${u}: ${stack.sg.logs().slice(-2000)}`);
       jars[u] = jar;
     };
-    await Promise.all(['outage', 'spent', 'dead', ...CLASSES].map(loginAs));
+    await Promise.all(['outage', 'spent', 'huge', 'dead', ...CLASSES].map(loginAs));
     // Last and alone: the first test needs its token's issuance known to a few 100 ms.
     skewStarted = Date.now();
     await loginAs('skew');
@@ -159,6 +159,22 @@ describe('refresh during a provider outage', { skip }, () => {
       assert.deepEqual(cleared(res), []);
     }
     assert.equal(faults.attempts - attempts, 1, 'one grant, no replay');
+    assert.equal(stack.op.stats.refreshFailures, 0, stack.op.stats.lastError);
+  });
+
+  test('refreshed tokens too large for the cookies: 503, session kept, never replayed', async () => {
+    await sleep(Math.max(0, loginsDone + TTL_MS + 300 - Date.now()));
+    const before = (await failures('unusable_tokens')) ?? 0;
+    faults.mode = 'huge';
+    const attempts = faults.attempts;
+    const first = await bffFetch(jars.huge, api);
+    faults.mode = undefined;
+    assert.equal(first.status, 503, await first.text());
+    await assertKept('huge', first);
+    assert.equal(await failures('unusable_tokens'), before + 1);
+    const again = await bffFetch(jars.huge, api);
+    assert.equal(again.status, 503, await again.text());
+    assert.equal(faults.attempts - attempts, 1, 'one grant, no replay of the rotated refresh token');
     assert.equal(stack.op.stats.refreshFailures, 0, stack.op.stats.lastError);
   });
 
