@@ -19,10 +19,11 @@ use crate::http_client::{HttpClient, HttpError};
 use crate::jar::{self, Cookies, Loaded};
 use crate::keys::{self, KeyError, KeyRing, ModePolicy};
 use crate::metrics::{Endpoint, Metrics};
-use crate::oidc::{Provider, Settings};
+use crate::oidc::{Provider, RefreshFailure, Settings};
 use crate::proxy::Peer;
 use crate::refresh::{Outcome, Refresher, Role};
 use crate::reply::{self, Body};
+use crate::secret::SecretString;
 use crate::session::Limits;
 use crate::session::Session;
 use crate::session_cache::SessionCache;
@@ -276,6 +277,7 @@ impl App {
                 }
                 _ = tokio::time::sleep(every) => {
                     self.sessions.sweep(crate::oidc::now_secs());
+                    self.refresher.sweep();
                     let now = fingerprint(&dir);
                     if now != last {
                         last = now;
@@ -342,14 +344,15 @@ impl App {
     }
 
     /// Refreshes the session's access token: one grant per refresh token on this instance,
-    /// shared by concurrent and shortly later requests (see `refresh`).
+    /// shared by concurrent and shortly later requests, and backed off while the provider
+    /// fails (see `refresh`). Counts each request's outcome, and each failed grant's class.
     pub async fn refresh(&self, session: &Session) -> Outcome {
         let Some(rt) = session.refresh_token.clone() else {
             return Outcome::Fatal;
         };
         let Ok(provider) = self.provider().await else {
             self.metrics.refresh("transient");
-            return Outcome::Transient;
+            return Outcome::Transient(RefreshFailure::Network);
         };
         let (outcome, role) = self
             .refresher
@@ -362,13 +365,33 @@ impl App {
             (Outcome::Refreshed(_), Role::Leader) => "ok",
             (Outcome::Refreshed(_), Role::Follower) => "shared",
             (Outcome::Fatal, _) => "fatal",
-            (Outcome::Transient, _) => "transient",
+            (Outcome::Transient(_), _) => "transient",
         };
         self.metrics.refresh(label);
         if role == Role::Leader {
+            match &outcome {
+                Outcome::Refreshed(_) => {}
+                Outcome::Fatal => self
+                    .metrics
+                    .refresh_failure(RefreshFailure::InvalidGrant.as_str()),
+                Outcome::Transient(class) => self.metrics.refresh_failure(class.as_str()),
+            }
             tracing::info!(outcome = label, "access token refresh");
         }
         outcome
+    }
+
+    /// The tokens a refresh of `refresh_token` brought cannot be kept (they do not fit the
+    /// cookies): the flight counts as failed for its grace window, so that no request
+    /// replays `refresh_token`, which the provider may have rotated away.
+    pub fn refresh_unusable(&self, refresh_token: &SecretString) {
+        self.refresher.fail(refresh_token);
+        self.metrics
+            .refresh_failure(RefreshFailure::UnusableTokens.as_str());
+        tracing::warn!(
+            class = RefreshFailure::UnusableTokens.as_str(),
+            "refreshed tokens do not fit the session cookies; session kept"
+        );
     }
 
     /// Opens the session, counting the reason when there is none.

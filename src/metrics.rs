@@ -46,6 +46,22 @@ const REJECT_REASONS: [&str; 9] = [
 const REVOCATION_OUTCOMES: [&str; 3] = ["ok", "unsupported", "failed"];
 /// Refresh outcomes: `ok` ran a grant, `shared` reused one (single flight or grace).
 const REFRESH_OUTCOMES: [&str; 4] = ["ok", "shared", "fatal", "transient"];
+/// Failed refresh grants, by class (`oidc::RefreshFailure::as_str`): only `invalid_grant`
+/// ends a session.
+const REFRESH_FAILURES: [&str; 12] = [
+    "invalid_grant",
+    "temporarily_unavailable",
+    "server_error",
+    "invalid_client",
+    "unauthorized_client",
+    "other_error",
+    "http_5xx",
+    "http_other",
+    "network",
+    "timeout",
+    "unparsable",
+    "unusable_tokens",
+];
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 const KEY_RELOADS: [&str; 2] = ["ok", "failed"];
 /// Session lookups of proxied calls: `hit` served from `session_cache`, `miss` opened.
@@ -70,6 +86,7 @@ pub struct Metrics {
     /// Route prefixes from the configuration: the only route labels there can be.
     routes: Vec<(String, [AtomicU64; CLASSES.len()])>,
     refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
+    refresh_failures: [AtomicU64; REFRESH_FAILURES.len()],
     upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
     key_reloads: [AtomicU64; KEY_RELOADS.len()],
     session_cache: [AtomicU64; CACHE_RESULTS.len()],
@@ -105,6 +122,17 @@ impl Metrics {
 
     pub fn refresh(&self, outcome: &str) {
         count(&self.refreshes, &REFRESH_OUTCOMES, outcome);
+    }
+
+    /// A refresh grant that gave no usable tokens, by class; unknown ones count as
+    /// "other_error".
+    pub fn refresh_failure(&self, class: &str) {
+        count_or(
+            &self.refresh_failures,
+            &REFRESH_FAILURES,
+            class,
+            "other_error",
+        );
     }
 
     pub fn key_reload(&self, outcome: &str) {
@@ -263,6 +291,14 @@ impl Metrics {
         );
         family(
             &mut out,
+            "sealgate_refresh_failures_total",
+            "Refresh grants that gave no usable tokens, by class (only invalid_grant ends the session).",
+            "class",
+            &REFRESH_FAILURES,
+            &self.refresh_failures,
+        );
+        family(
+            &mut out,
             "sealgate_revocations_total",
             "Refresh token revocations at logout, by outcome.",
             "outcome",
@@ -355,6 +391,22 @@ mod tests {
         assert!(text.contains("sealgate_requests_total{endpoint=\"login\",code=\"3xx\"} 1"));
         assert!(text.contains("sealgate_session_rejected_total{reason=\"expired\"} 1"));
         assert!(text.contains("sealgate_session_rejected_total{reason=\"invalid\"} 1"));
+    }
+
+    #[test]
+    fn every_refresh_failure_class_has_a_label() {
+        let m = Metrics::default();
+        for class in crate::oidc::RefreshFailure::ALL {
+            assert!(REFRESH_FAILURES.contains(&class.as_str()), "{class:?}");
+            m.refresh_failure(class.as_str());
+        }
+        assert_eq!(
+            REFRESH_FAILURES.len(),
+            crate::oidc::RefreshFailure::ALL.len()
+        );
+        let text = m.render();
+        assert!(text.contains("sealgate_refresh_failures_total{class=\"invalid_grant\"} 1"));
+        assert!(text.contains("sealgate_refresh_failures_total{class=\"unusable_tokens\"} 1"));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! Knows nothing of cookies or HTTP answers: it returns tokens and claims, or an `OidcError`
 //! that says whether the provider was unreachable, refused, or sent something invalid.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,11 +20,11 @@ use openidconnect::core::{
     CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId,
-    ClientSecret, CsrfToken, DiscoveryError, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    SignatureVerificationError, TokenResponse, TokenUrl,
+    AccessToken, AccessTokenHash, AdditionalProviderMetadata, AuthType, AuthorizationCode,
+    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, DiscoveryError, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, SignatureVerificationError, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -54,6 +57,98 @@ pub enum OidcError {
     /// A malformed answer, or one that fails validation (signature, claims, sizes).
     #[error("invalid provider response: {0}")]
     Invalid(String),
+}
+
+/// Why a refresh grant gave no usable tokens, by class (the metrics and log label). Only
+/// `InvalidGrant` says the refresh token is dead (RFC 6749 §5.2); every other class is the
+/// provider's, the network's or the configuration's trouble, and must not end a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshFailure {
+    /// `invalid_grant`: the refresh token expired, was revoked, or was rotated away.
+    InvalidGrant,
+    /// `temporarily_unavailable` (RFC 6749 §4.1.2.1; providers send it on the token
+    /// endpoint too, typically with a 503).
+    TemporarilyUnavailable,
+    /// `server_error`.
+    ServerError,
+    /// `invalid_client`: our client authentication was refused (a botched secret rotation).
+    InvalidClient,
+    /// `unauthorized_client`: this client may not use the grant (a provider-side change).
+    UnauthorizedClient,
+    /// Any other OAuth error code (`invalid_request`, `invalid_scope`, unregistered ones).
+    OtherError,
+    /// A 5xx without an OAuth error body (a gateway's error page).
+    Http5xx,
+    /// Any other non-200 answer without an OAuth error body (a 3xx, never followed; 404, 429).
+    HttpOther,
+    /// No connection, or it broke off.
+    Network,
+    /// No answer within the outbound timeout.
+    Timeout,
+    /// A 200 that is no usable token response (not JSON, no `access_token`, too large): the
+    /// provider may have rotated the refresh token already.
+    Unparsable,
+    /// A token response whose tokens cannot be kept (too large for the cookies).
+    UnusableTokens,
+}
+
+impl RefreshFailure {
+    /// Every class, in the order `/metrics` lists them.
+    pub const ALL: [RefreshFailure; 12] = [
+        RefreshFailure::InvalidGrant,
+        RefreshFailure::TemporarilyUnavailable,
+        RefreshFailure::ServerError,
+        RefreshFailure::InvalidClient,
+        RefreshFailure::UnauthorizedClient,
+        RefreshFailure::OtherError,
+        RefreshFailure::Http5xx,
+        RefreshFailure::HttpOther,
+        RefreshFailure::Network,
+        RefreshFailure::Timeout,
+        RefreshFailure::Unparsable,
+        RefreshFailure::UnusableTokens,
+    ];
+
+    /// The label: the OAuth error code where there is one.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshFailure::InvalidGrant => "invalid_grant",
+            RefreshFailure::TemporarilyUnavailable => "temporarily_unavailable",
+            RefreshFailure::ServerError => "server_error",
+            RefreshFailure::InvalidClient => "invalid_client",
+            RefreshFailure::UnauthorizedClient => "unauthorized_client",
+            RefreshFailure::OtherError => "other_error",
+            RefreshFailure::Http5xx => "http_5xx",
+            RefreshFailure::HttpOther => "http_other",
+            RefreshFailure::Network => "network",
+            RefreshFailure::Timeout => "timeout",
+            RefreshFailure::Unparsable => "unparsable",
+            RefreshFailure::UnusableTokens => "unusable_tokens",
+        }
+    }
+
+    /// Whether the refresh token is dead: the session is over.
+    pub fn is_fatal(self) -> bool {
+        self == RefreshFailure::InvalidGrant
+    }
+
+    /// Whether the provider answered the grant with a 200 (and so may have rotated the
+    /// refresh token away) but nothing usable came of it: sending the same refresh token
+    /// again soon would be a replay, which rotating providers punish by revoking the grant.
+    pub fn spent(self) -> bool {
+        matches!(
+            self,
+            RefreshFailure::Unparsable | RefreshFailure::UnusableTokens
+        )
+    }
+}
+
+/// A failed refresh grant: its class, and words for the log (never a body or a token).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", class.as_str())]
+pub struct RefreshError {
+    pub class: RefreshFailure,
+    pub detail: String,
 }
 
 /// The client's side of the relationship, from the configuration.
@@ -303,13 +398,15 @@ impl Provider {
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
-        let sub = self.verify_id_token(id_token, nonce).await?;
+        let sub = self
+            .verify_id_token(id_token, nonce, response.access_token())
+            .await?;
         let raw_id_token = id_token.to_string();
         let mut claims = jwt_payload(&raw_id_token)?;
         let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
         claims.retain(|k, _| !PROTOCOL_CLAIMS.contains(&k.as_str()));
         let access_token = SecretString::new(response.access_token().secret().clone());
-        if let Some(userinfo) = self.userinfo(&access_token, &sub).await {
+        if let Some(userinfo) = self.userinfo(&access_token, &sub).await? {
             claims.extend(userinfo);
         }
         Ok(LoginTokens {
@@ -327,19 +424,31 @@ impl Provider {
         })
     }
 
-    /// A refresh grant. `Refused` means the refresh token is dead (`invalid_grant`):
-    /// the session is over; `Unavailable` means try again later and keep the session.
+    /// A refresh grant. Only `RefreshFailure::InvalidGrant` means the refresh token is
+    /// dead; see `RefreshFailure` for the rest. The answer's status is noted on the way
+    /// through, because the crate's errors drop it and a 200 that does not parse (the grant
+    /// may have been spent) must not be taken for an outage.
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
-    ) -> Result<RefreshedTokens, OidcError> {
+    ) -> Result<RefreshedTokens, RefreshError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
+        let http = NotingStatus {
+            http: &self.http,
+            status: AtomicU16::new(0),
+        };
         let response = self
             .client
             .exchange_refresh_token(&token)
-            .request_async(&self.http)
+            .request_async(&http)
             .await
-            .map_err(token_error)?;
+            .map_err(|e| refresh_error(e, http.status.load(Ordering::Relaxed)))?;
+        if response.access_token().secret().is_empty() {
+            return Err(RefreshError {
+                class: RefreshFailure::Unparsable,
+                detail: "token answer with an empty access_token".into(),
+            });
+        }
         Ok(RefreshedTokens {
             access_token: SecretString::new(response.access_token().secret().clone()),
             access_expires_at: response
@@ -428,21 +537,23 @@ impl Provider {
         format!("Basic {}", STANDARD.encode(pair))
     }
 
-    /// Verifies the ID token, re-fetching the JWKS once (rate-limited) when no key matches,
-    /// so that a provider's key rotation never breaks logins. Returns `sub`.
+    /// Verifies the ID token (and its `at_hash` against `access_token`), re-fetching the
+    /// JWKS once (rate-limited) when no key matches, so that a provider's key rotation never
+    /// breaks logins. Returns `sub`.
     async fn verify_id_token(
         &self,
         id_token: &CoreIdToken,
         nonce: &SecretString,
+        access_token: &AccessToken,
     ) -> Result<String, OidcError> {
         let nonce = Nonce::new(nonce.expose().to_owned());
         let keys = self.current_jwks();
-        match self.check_claims(id_token, &nonce, keys) {
+        match self.check_claims(id_token, &nonce, access_token, keys) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => {
                 let keys = self.refetch_jwks().await?;
-                self.check_claims(id_token, &nonce, keys)
+                self.check_claims(id_token, &nonce, access_token, keys)
                     .map_err(|e| OidcError::Invalid(format!("ID token: {e}")))
             }
             other => other.map_err(|e| OidcError::Invalid(format!("ID token: {e}"))),
@@ -453,6 +564,7 @@ impl Provider {
         &self,
         id_token: &CoreIdToken,
         nonce: &Nonce,
+        access_token: &AccessToken,
         keys: Arc<CoreJsonWebKeySet>,
     ) -> Result<String, ClaimsVerificationError> {
         let verifier = CoreIdTokenVerifier::new_confidential_client(
@@ -491,6 +603,24 @@ impl Provider {
             }
             _ => {}
         }
+        // OpenID Connect Core §3.1.3.8: `at_hash` is optional in the code flow, but when the
+        // provider sends it, it must be the left half of the hash of the access token beside
+        // it, or that access token is not the one this ID token was issued with.
+        if let Some(expected) = claims.access_token_hash() {
+            let alg = id_token
+                .signing_alg()
+                .map_err(ClaimsVerificationError::SignatureVerification)?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(ClaimsVerificationError::SignatureVerification)?;
+            let actual = AccessTokenHash::from_token(access_token, alg, key)
+                .map_err(|e| ClaimsVerificationError::Unsupported(format!("at_hash: {e}")))?;
+            if actual != *expected {
+                return Err(ClaimsVerificationError::Other(
+                    "at_hash does not match the access token".into(),
+                ));
+            }
+        }
         Ok(claims.subject().as_str().to_owned())
     }
 
@@ -527,35 +657,70 @@ impl Provider {
         Ok(keys)
     }
 
-    /// The userinfo claims, when the provider has the endpoint and answers JSON for the
-    /// same subject; `None` (logged) otherwise, and the ID token's claims are used.
-    async fn userinfo(&self, access_token: &SecretString, sub: &str) -> Option<Map<String, Value>> {
-        let url = self.client.user_info_url()?.url().clone();
-        let request = http::Request::get(url.as_str())
+    /// The userinfo claims, when the provider has the endpoint and answers JSON; `None`
+    /// (logged) when it fails, and the ID token's claims are used. An answer for another
+    /// subject, or for none, is refused (OpenID Connect Core §5.3.2: its `sub` MUST match
+    /// the ID token's): the login fails rather than mixing two users.
+    async fn userinfo(
+        &self,
+        access_token: &SecretString,
+        sub: &str,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
+        let Some(url) = self.client.user_info_url() else {
+            return Ok(None);
+        };
+        let Ok(request) = http::Request::get(url.url().as_str())
             .header(
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", access_token.expose()),
             )
             .header(http::header::ACCEPT, "application/json")
             .body(Vec::new())
-            .ok()?;
+        else {
+            return Ok(None);
+        };
         let response = match self.http.fetch(request).await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 tracing::warn!(status = %r.status(), "userinfo refused; using the ID token's claims");
-                return None;
+                return Ok(None);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "userinfo failed; using the ID token's claims");
-                return None;
+                return Ok(None);
             }
         };
-        let claims: Map<String, Value> = serde_json::from_slice(response.body()).ok()?;
+        let Ok(claims) = serde_json::from_slice::<Map<String, Value>>(response.body()) else {
+            tracing::warn!("userinfo is not a JSON object; using the ID token's claims");
+            return Ok(None);
+        };
         if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-            tracing::warn!("userinfo answered for another subject; ignored");
-            return None;
+            return Err(OidcError::Invalid(
+                "userinfo answered for another subject".into(),
+            ));
         }
-        Some(claims)
+        Ok(Some(claims))
+    }
+}
+
+/// The outbound client, noting the status of the answer it fetched.
+struct NotingStatus<'a> {
+    http: &'a HttpClient,
+    status: AtomicU16,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for NotingStatus<'_> {
+    type Error = HttpError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self.http.fetch(request).await?;
+            self.status
+                .store(response.status().as_u16(), Ordering::Relaxed);
+            Ok(response)
+        })
     }
 }
 
@@ -609,12 +774,76 @@ fn token_error<RE: std::fmt::Debug + openidconnect::ErrorResponse + 'static>(
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_else(|| "error".into()),
         ),
-        RequestTokenError::Parse(e, body) => OidcError::Invalid(format!(
-            "token answer ({} bytes) does not parse: {e}",
-            body.len()
-        )),
+        RequestTokenError::Parse(e, body) => {
+            OidcError::Invalid(format!("token answer {}", parse_failure(&e, &body)))
+        }
         RequestTokenError::Other(s) => OidcError::Invalid(format!("token answer: {s}")),
     }
+}
+
+/// A refresh grant's failure, by class. `status` is the answer's, 0 when there was none.
+fn refresh_error<RE: std::fmt::Debug + openidconnect::ErrorResponse + 'static>(
+    e: RequestTokenError<HttpError, RE>,
+    status: u16,
+) -> RefreshError {
+    use RefreshFailure as F;
+    let (class, detail) = match e {
+        RequestTokenError::Request(HttpError::Timeout(t)) => (F::Timeout, format!("{t:?}")),
+        // Read in full before anything parses it, so it may well be a token answer.
+        RequestTokenError::Request(e @ HttpError::TooLarge(_)) => (F::Unparsable, e.to_string()),
+        RequestTokenError::Request(
+            e @ (HttpError::Connect(_) | HttpError::Exchange(_) | HttpError::Tls(_)),
+        ) => (F::Network, e.to_string()),
+        RequestTokenError::ServerResponse(r) => {
+            let code = serde_json::to_value(&r)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            let class = match code.as_str() {
+                "invalid_grant" => F::InvalidGrant,
+                "temporarily_unavailable" => F::TemporarilyUnavailable,
+                "server_error" => F::ServerError,
+                "invalid_client" => F::InvalidClient,
+                "unauthorized_client" => F::UnauthorizedClient,
+                _ => F::OtherError,
+            };
+            (class, format!("{status} error={}", printable(&code)))
+        }
+        RequestTokenError::Parse(e, body) => (
+            status_class(status),
+            format!("{status} {}", parse_failure(&e, &body)),
+        ),
+        RequestTokenError::Other(s) => (status_class(status), format!("{status} {s}")),
+    };
+    RefreshError { class, detail }
+}
+
+/// The class of an answer that is no OAuth error, by its status.
+fn status_class(status: u16) -> RefreshFailure {
+    match status {
+        200..=299 => RefreshFailure::Unparsable,
+        500..=599 => RefreshFailure::Http5xx,
+        _ => RefreshFailure::HttpOther,
+    }
+}
+
+/// Where and how a token answer failed to parse. Not serde's message: it quotes the
+/// offending value, which may be a token.
+fn parse_failure(e: &serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> String {
+    format!(
+        "({} bytes) does not parse: {:?} at `{}`",
+        body.len(),
+        e.inner().classify(),
+        e.path()
+    )
+}
+
+/// An OAuth error code as it may be logged: its own charset (RFC 6749 §5.2), at most 64.
+fn printable(code: &str) -> String {
+    code.chars()
+        .filter(|c| matches!(c, '\x20'..='\x7e') && *c != '"' && *c != '\\')
+        .take(64)
+        .collect()
 }
 
 fn discovery_error(e: DiscoveryError<HttpError>) -> OidcError {
@@ -651,6 +880,105 @@ mod tests {
         assert!(jwt_payload("a.!!!.c").is_err());
         let array = URL_SAFE_NO_PAD.encode(b"[1]");
         assert!(jwt_payload(&format!("h.{array}.s")).is_err());
+    }
+
+    type TokenError = RequestTokenError<
+        HttpError,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >;
+
+    fn oauth_error(code: &str) -> TokenError {
+        use openidconnect::core::CoreErrorResponseType as T;
+        let kind = match code {
+            "invalid_grant" => T::InvalidGrant,
+            "invalid_client" => T::InvalidClient,
+            "unauthorized_client" => T::UnauthorizedClient,
+            other => T::Extension(other.to_owned()),
+        };
+        RequestTokenError::ServerResponse(openidconnect::StandardErrorResponse::new(
+            kind, None, None,
+        ))
+    }
+
+    fn unparsable(body: &[u8]) -> TokenError {
+        let e = serde_path_to_error::deserialize::<_, openidconnect::core::CoreTokenResponse>(
+            &mut serde_json::Deserializer::from_slice(body),
+        )
+        .err()
+        .unwrap();
+        RequestTokenError::Parse(e, body.to_vec())
+    }
+
+    #[test]
+    fn only_invalid_grant_is_fatal() {
+        use RefreshFailure as F;
+        let cases: Vec<(TokenError, u16, F)> = vec![
+            (oauth_error("invalid_grant"), 400, F::InvalidGrant),
+            (
+                oauth_error("temporarily_unavailable"),
+                503,
+                F::TemporarilyUnavailable,
+            ),
+            (oauth_error("server_error"), 500, F::ServerError),
+            (oauth_error("invalid_client"), 401, F::InvalidClient),
+            (
+                oauth_error("unauthorized_client"),
+                400,
+                F::UnauthorizedClient,
+            ),
+            (oauth_error("invalid_request"), 400, F::OtherError),
+            (unparsable(b"<html>Bad Gateway</html>"), 502, F::Http5xx),
+            (RequestTokenError::Other("empty".into()), 503, F::Http5xx),
+            (
+                unparsable(b"<html>Too Many Requests</html>"),
+                429,
+                F::HttpOther,
+            ),
+            (unparsable(b"<html>Welcome</html>"), 200, F::Unparsable),
+            (
+                unparsable(br#"{"token_type":"Bearer","refresh_token":"rt-new"}"#),
+                200,
+                F::Unparsable,
+            ),
+            (
+                RequestTokenError::Request(HttpError::Timeout(Duration::from_secs(10))),
+                0,
+                F::Timeout,
+            ),
+            (
+                RequestTokenError::Request(HttpError::Connect("refused".into())),
+                0,
+                F::Network,
+            ),
+            (
+                RequestTokenError::Request(HttpError::Exchange("reset".into())),
+                0,
+                F::Network,
+            ),
+            (
+                RequestTokenError::Request(HttpError::TooLarge(1)),
+                0,
+                F::Unparsable,
+            ),
+        ];
+        for (error, status, class) in cases {
+            let e = refresh_error(error, status);
+            assert_eq!(e.class, class, "{e}");
+            assert_eq!(e.class.is_fatal(), class == F::InvalidGrant);
+        }
+    }
+
+    #[test]
+    fn refresh_errors_never_quote_the_answer() {
+        let body = br#"{"access_token":1,"token_type":"Bearer","refresh_token":"rt-new-secret"}"#;
+        let e = refresh_error(unparsable(body), 200);
+        assert!(!e.to_string().contains("rt-new-secret"), "{e}");
+        let body = br#"{"access_token":"at","token_type":"Bearer","expires_in":"rt-new-secret"}"#;
+        let e = refresh_error(unparsable(body), 200);
+        assert_eq!(e.class, RefreshFailure::Unparsable);
+        assert!(!e.to_string().contains("rt-new-secret"), "{e}");
+        let e = refresh_error(oauth_error("x\"\ny"), 400);
+        assert!(!e.detail.contains('"') && !e.detail.contains('\n'), "{e}");
     }
 
     #[test]

@@ -237,6 +237,7 @@ async fn authorize(
     };
     let session = &mut loaded.session;
     let mut dirty = !loaded.by_primary;
+    let mut refreshed_from = None;
     match session.access_state(&app.limits, now) {
         AccessState::Valid => {}
         AccessState::Dead => {
@@ -247,6 +248,7 @@ async fn authorize(
         }
         AccessState::Refresh => match app.refresh(session).await {
             Outcome::Refreshed(tokens) => {
+                refreshed_from = session.refresh_token.clone();
                 session.access_token = tokens.access_token.clone();
                 session.access_expires_at = tokens.access_expires_at;
                 if let Some(rt) = &tokens.refresh_token {
@@ -260,14 +262,25 @@ async fn authorize(
                     clear: app.cookies.clear_session(&jar),
                 });
             }
-            Outcome::Transient => return Err(Error::RefreshUnavailable),
+            // The provider failed: the session stays, and so does its access token while
+            // it lasts (we are inside `refresh_skew`).
+            Outcome::Transient(_) if session.access_expires_at.is_some_and(|exp| now < exp) => {}
+            Outcome::Transient(_) => return Err(Error::RefreshUnavailable),
         },
     }
     dirty |= session.touch(&app.limits, now);
     let bearer = bearer_header(&session.access_token)?;
     let set_cookies = if dirty {
-        jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session)
-            .map_err(jar::write_failure)?
+        jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session).map_err(|e| {
+            match &refreshed_from {
+                // Fresh tokens that cannot be kept: the session stays (see `refresh_unusable`).
+                Some(rt) => {
+                    app.refresh_unusable(rt);
+                    Error::RefreshUnavailable
+                }
+                None => jar::write_failure(e),
+            }
+        })?
     } else {
         if let Some(sealed) = &sealed {
             let until = session.quiet_until(&app.limits).min(loaded.expires_at);

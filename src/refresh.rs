@@ -1,4 +1,5 @@
-//! Refreshing an access token exactly once per refresh token on this instance.
+//! Refreshing an access token exactly once per refresh token on this instance, and not
+//! hammering a provider that is failing.
 //!
 //! Providers rotate refresh tokens, and a rotated-away refresh token is dead: replaying it
 //! (oidc-provider, Keycloak and others) revokes the whole grant and logs the user out. So:
@@ -8,27 +9,38 @@
 //!   cancel it half-way (which would make a waiter replay the token);
 //! - **grace window**: for `GRACE` after it, requests that still carry the old cookie
 //!   (the browser has not stored the new one yet) get the same result instead of
-//!   replaying the dead token;
-//! - entries are keyed by SHA-256 of the refresh token, never the token itself.
-//!
-//! A fatal answer (`invalid_grant`) is remembered for the window too; a transient one
-//! (provider unreachable) is not, so the next request tries again.
+//!   replaying the dead token. A fatal answer (`invalid_grant`) is remembered as long, and
+//!   so is a 200 that gave nothing usable (`RefreshFailure::spent`): the provider may have
+//!   rotated the token, so sending it again this soon would be a replay;
+//! - **backoff**: any other failure (the provider is down, refuses our client, answers
+//!   nonsense) keeps the session and is shared for a jittered second or two
+//!   (`backoff`), so a busy tab costs a failing provider at most one grant per second
+//!   per refresh token, and a recovered one is used again within seconds;
+//! - entries are keyed by SHA-256 of the refresh token, never the token itself, and
+//!   `sweep` drops every entry whose window has passed (results holding live refresh
+//!   tokens are never kept beyond `GRACE`).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::oidc::{OidcError, RefreshedTokens};
+use crate::oidc::{RefreshError, RefreshFailure, RefreshedTokens};
 use crate::secret::SecretString;
 
 /// How long a refresh result is reused for requests still carrying the old cookie.
 pub const GRACE: Duration = Duration::from_secs(60);
-/// Above this many remembered refreshes, expired ones are swept on insert.
-const SWEEP_ABOVE: usize = 1024;
+/// How long the first transient failure is shared; doubled for the next ones in a row, up
+/// to `BACKOFF_MAX`, and stretched by a random 0-50 % so that sessions that failed together
+/// do not retry together. Never below one second: at most one grant per second per token.
+const BACKOFF: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a transient entry outlives its window, so that the next failure in a row
+/// still finds the count (it holds no token).
+const STREAK_MEMORY: Duration = Duration::from_secs(10);
 
 /// The outcome every request of a flight sees.
 #[derive(Clone, Debug)]
@@ -37,16 +49,60 @@ pub enum Outcome {
     Refreshed(Arc<RefreshedTokens>),
     /// The refresh token is dead: the session is over.
     Fatal,
-    /// The provider could not be reached: keep the session, try later.
-    Transient,
+    /// The provider failed, by class: keep the session, try again later.
+    Transient(RefreshFailure),
 }
 
 type Key = [u8; 32];
 
+/// A flight's result and until when it is shared.
+#[derive(Clone, Debug)]
+struct Settled {
+    outcome: Outcome,
+    until: Instant,
+}
+
 struct Slot {
-    /// `None` while the grant runs; the outcome once it is known.
-    outcome: watch::Receiver<Option<Outcome>>,
-    created: Instant,
+    /// `None` while the grant runs; the result once it is known.
+    state: watch::Receiver<Option<Settled>>,
+    /// Transient failures of this refresh token in a row before this flight.
+    streak: u32,
+}
+
+impl Slot {
+    /// Whether the slot's result is known and may still be shared: `Some(true)`; known and
+    /// past its window: `Some(false)`; still running: `None`. A grant task that ended
+    /// without a result (it panicked) counts as past.
+    fn live(&self, now: Instant) -> Option<bool> {
+        match &*self.state.borrow() {
+            Some(settled) => Some(now < settled.until),
+            None if self.state.has_changed().is_err() => Some(false),
+            None => None,
+        }
+    }
+
+    /// Whether the sweep may drop it.
+    fn expired(&self, now: Instant) -> bool {
+        match &*self.state.borrow() {
+            Some(Settled {
+                outcome: Outcome::Transient(class),
+                until,
+            }) if !class.spent() => now >= *until + STREAK_MEMORY,
+            Some(settled) => now >= settled.until,
+            None => self.state.has_changed().is_err(),
+        }
+    }
+
+    /// The failures in a row, this flight's included, when it failed transiently.
+    fn failures(&self) -> u32 {
+        match &*self.state.borrow() {
+            Some(Settled {
+                outcome: Outcome::Transient(_),
+                ..
+            }) => self.streak.saturating_add(1),
+            _ => 0,
+        }
+    }
 }
 
 /// The flights and recent results of this instance.
@@ -61,7 +117,7 @@ impl std::fmt::Debug for Refresher {
     }
 }
 
-/// Whether this request started the grant or joined someone else's.
+/// Whether this request started the grant or joined someone else's (or a remembered one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Leader,
@@ -69,71 +125,121 @@ pub enum Role {
 }
 
 impl Refresher {
-    /// Refreshes `refresh_token` with `grant`, unless a flight for it is under way or
-    /// finished within `GRACE`, in which case its outcome is shared. The grant runs in
-    /// its own task, started under the lock that registers it: no waiter, cancelled or
-    /// not, can cause a second grant for the same token within the window.
+    /// Refreshes `refresh_token` with `grant`, unless a flight for it is under way or its
+    /// result is still shared (see the module), in which case that outcome is returned. The
+    /// grant runs in its own task, started under the lock that registers it: no waiter,
+    /// cancelled or not, can cause a second grant for the same token within the window.
     pub async fn refresh<F, Fut>(&self, refresh_token: &SecretString, grant: F) -> (Outcome, Role)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<RefreshedTokens, OidcError>> + Send + 'static,
+        Fut: Future<Output = Result<RefreshedTokens, RefreshError>> + Send + 'static,
     {
-        let key: Key = Sha256::digest(refresh_token.expose().as_bytes()).into();
-        let (mut rx, role) = self.join_or_start(key, grant);
+        let (mut rx, role) = self.join_or_start(key(refresh_token), grant);
         let outcome = match rx.wait_for(Option::is_some).await {
-            Ok(o) => o.clone().unwrap_or(Outcome::Transient),
+            Ok(settled) => settled
+                .as_ref()
+                .map_or(Outcome::Transient(RefreshFailure::Network), |s| {
+                    s.outcome.clone()
+                }),
             // The task ended without an answer (it panicked): treat as transient.
-            Err(_) => Outcome::Transient,
+            Err(_) => Outcome::Transient(RefreshFailure::Network),
         };
-        if matches!(outcome, Outcome::Transient) {
-            self.forget(&key, &rx);
-        }
         (outcome, role)
     }
 
-    fn join_or_start<F, Fut>(&self, key: Key, grant: F) -> (watch::Receiver<Option<Outcome>>, Role)
+    /// Marks the flight of `refresh_token` as failed: its tokens could not be used (too
+    /// large for the cookies). Requests still carrying that refresh token get a transient
+    /// `UnusableTokens` until its grace window ends, never a second grant with it.
+    pub fn fail(&self, refresh_token: &SecretString) {
+        let key = key(refresh_token);
+        let mut slots = self.lock();
+        let until = slots
+            .get(&key)
+            .and_then(|s| s.state.borrow().as_ref().map(|s| s.until))
+            .unwrap_or_else(|| Instant::now() + GRACE);
+        let (_, rx) = watch::channel(Some(Settled {
+            outcome: Outcome::Transient(RefreshFailure::UnusableTokens),
+            until,
+        }));
+        slots.insert(
+            key,
+            Slot {
+                state: rx,
+                streak: 0,
+            },
+        );
+    }
+
+    /// Drops every entry whose window has passed. Called on a timer: nothing holding a
+    /// refresh token outlives `GRACE` by more than the timer's period.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, s| !s.expired(now));
+    }
+
+    fn join_or_start<F, Fut>(&self, key: Key, grant: F) -> (watch::Receiver<Option<Settled>>, Role)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<RefreshedTokens, OidcError>> + Send + 'static,
+        Fut: Future<Output = Result<RefreshedTokens, RefreshError>> + Send + 'static,
     {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self.lock();
         let now = Instant::now();
-        if slots.len() > SWEEP_ABOVE {
-            slots.retain(|_, s| now.duration_since(s.created) < GRACE);
-        }
-        if let Some(slot) = slots.get(&key)
-            && now.duration_since(slot.created) < GRACE
-        {
-            return (slot.outcome.clone(), Role::Follower);
-        }
+        let streak = match slots.get(&key) {
+            Some(slot) if slot.live(now) != Some(false) => {
+                return (slot.state.clone(), Role::Follower);
+            }
+            Some(slot) => slot.failures(),
+            None => 0,
+        };
         let (tx, rx) = watch::channel(None);
         let fut = grant();
         tokio::spawn(async move {
             let outcome = match fut.await {
                 Ok(tokens) => Outcome::Refreshed(Arc::new(tokens)),
-                Err(OidcError::Refused(_)) => Outcome::Fatal,
-                // Unreachable, or an answer we cannot use: retrying may help, and ending
-                // the session over a provider fault would be worse.
-                Err(OidcError::Unavailable(_) | OidcError::Invalid(_)) => Outcome::Transient,
+                Err(e) if e.class.is_fatal() => {
+                    tracing::info!(class = e.class.as_str(), error = %e.detail, "refresh token refused");
+                    Outcome::Fatal
+                }
+                Err(e) => {
+                    tracing::warn!(class = e.class.as_str(), error = %e.detail, failures = streak + 1, "refresh failed; session kept");
+                    Outcome::Transient(e.class)
+                }
             };
-            let _ = tx.send(Some(outcome));
+            let window = match &outcome {
+                Outcome::Transient(class) if !class.spent() => backoff(streak),
+                _ => GRACE,
+            };
+            let _ = tx.send(Some(Settled {
+                outcome,
+                until: Instant::now() + window,
+            }));
         });
         slots.insert(
             key,
             Slot {
-                outcome: rx.clone(),
-                created: now,
+                state: rx.clone(),
+                streak,
             },
         );
         (rx, Role::Leader)
     }
 
-    fn forget(&self, key: &Key, rx: &watch::Receiver<Option<Outcome>>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.get(key).is_some_and(|s| s.outcome.same_channel(rx)) {
-            slots.remove(key);
-        }
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn key(refresh_token: &SecretString) -> Key {
+    Sha256::digest(refresh_token.expose().as_bytes()).into()
+}
+
+/// How long the transient failure after `streak` others in a row is shared: `BACKOFF`
+/// doubled per earlier failure, at most `BACKOFF_MAX`, plus 0-50 % at random.
+fn backoff(streak: u32) -> Duration {
+    let base = BACKOFF.saturating_mul(1 << streak.min(8)).min(BACKOFF_MAX);
+    // A random generator that fails only costs the jitter.
+    let jitter = f64::from(getrandom::u32().unwrap_or(0)) / f64::from(u32::MAX);
+    base.mul_f64(1.0 + jitter / 2.0)
 }
 
 #[cfg(test)]
@@ -147,6 +253,36 @@ mod tests {
             access_expires_at: Some(1),
             refresh_token: Some(SecretString::new(format!("rt-{n}"))),
         }
+    }
+
+    fn failed(class: RefreshFailure) -> Result<RefreshedTokens, RefreshError> {
+        Err(RefreshError {
+            class,
+            detail: "test".into(),
+        })
+    }
+
+    async fn must_not_run() -> Result<RefreshedTokens, RefreshError> {
+        panic!("no grant may be sent within the window")
+    }
+
+    /// Ends the window of `rt`'s result now, as if its time had passed.
+    fn expire(r: &Refresher, rt: &SecretString) {
+        let mut slots = r.lock();
+        let slot = slots.get_mut(&key(rt)).unwrap();
+        let settled = slot.state.borrow().clone().unwrap();
+        let (_, rx) = watch::channel(Some(Settled {
+            until: Instant::now(),
+            ..settled
+        }));
+        slot.state = rx;
+    }
+
+    /// How long `rt`'s result is still shared.
+    fn window(r: &Refresher, rt: &SecretString) -> Duration {
+        let slots = r.lock();
+        let until = slots[&key(rt)].state.borrow().as_ref().unwrap().until;
+        until.saturating_duration_since(Instant::now())
     }
 
     #[tokio::test]
@@ -186,40 +322,143 @@ mod tests {
         let r = Refresher::default();
         let rt = SecretString::from("rt");
         let (first, _) = r.refresh(&rt, || async { Ok(tokens(1)) }).await;
-        let (again, role) = r
-            .refresh(&rt, || async {
-                panic!("the dead token must not be replayed")
-            })
-            .await;
+        let (again, role) = r.refresh(&rt, must_not_run).await;
         assert_eq!(role, Role::Follower);
         match (first, again) {
             (Outcome::Refreshed(a), Outcome::Refreshed(b)) => assert!(Arc::ptr_eq(&a, &b)),
             other => panic!("{other:?}"),
         }
+        assert!(window(&r, &rt) > GRACE - Duration::from_secs(1));
     }
 
     #[tokio::test]
-    async fn fatal_is_remembered_transient_is_retried() {
+    async fn refuses_a_second_grant_for_a_dead_token_within_the_window() {
         let r = Refresher::default();
         let dead = SecretString::from("dead");
         let (o, _) = r
-            .refresh(&dead, || async {
-                Err(OidcError::Refused("invalid_grant".into()))
-            })
+            .refresh(&dead, || async { failed(RefreshFailure::InvalidGrant) })
             .await;
         assert!(matches!(o, Outcome::Fatal));
-        let (o, role) = r.refresh(&dead, || async { Ok(tokens(9)) }).await;
+        let (o, role) = r.refresh(&dead, must_not_run).await;
         assert!(matches!(o, Outcome::Fatal) && role == Role::Follower);
+    }
 
-        let flaky = SecretString::from("flaky");
-        let (o, _) = r
-            .refresh(&flaky, || async {
-                Err(OidcError::Unavailable("down".into()))
+    #[tokio::test]
+    async fn keeps_the_session_on_every_failure_but_invalid_grant() {
+        for class in RefreshFailure::ALL {
+            let r = Refresher::default();
+            let rt = SecretString::from("rt");
+            let (o, _) = r.refresh(&rt, || async move { failed(class) }).await;
+            match o {
+                Outcome::Fatal => assert_eq!(class, RefreshFailure::InvalidGrant),
+                Outcome::Transient(c) => assert_eq!(c, class),
+                Outcome::Refreshed(_) => panic!("{class:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn backs_off_a_failing_provider_then_tries_again() {
+        let r = Refresher::default();
+        let rt = SecretString::from("flaky");
+        let (o, role) = r
+            .refresh(&rt, || async {
+                failed(RefreshFailure::TemporarilyUnavailable)
             })
             .await;
-        assert!(matches!(o, Outcome::Transient));
-        let (o, role) = r.refresh(&flaky, || async { Ok(tokens(2)) }).await;
+        assert!(matches!(
+            o,
+            Outcome::Transient(RefreshFailure::TemporarilyUnavailable)
+        ));
+        assert_eq!(role, Role::Leader);
+        let w = window(&r, &rt);
+        assert!(
+            w > Duration::from_millis(900) && w <= Duration::from_millis(1500),
+            "{w:?}"
+        );
+        // Within the window: the remembered failure, no grant.
+        for _ in 0..20 {
+            let (o, role) = r.refresh(&rt, must_not_run).await;
+            assert!(matches!(
+                o,
+                Outcome::Transient(RefreshFailure::TemporarilyUnavailable)
+            ));
+            assert_eq!(role, Role::Follower);
+        }
+        // After it: a new grant; a second failure in a row waits longer.
+        expire(&r, &rt);
+        let (_, role) = r
+            .refresh(&rt, || async { failed(RefreshFailure::Network) })
+            .await;
+        assert_eq!(role, Role::Leader);
+        let w = window(&r, &rt);
+        assert!(
+            w > Duration::from_millis(1900) && w <= Duration::from_secs(3),
+            "{w:?}"
+        );
+        // The provider is back: the next grant after the window succeeds.
+        expire(&r, &rt);
+        let (o, role) = r.refresh(&rt, || async { Ok(tokens(2)) }).await;
         assert!(matches!(o, Outcome::Refreshed(_)) && role == Role::Leader);
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replay_a_token_spent_on_an_unusable_answer() {
+        let r = Refresher::default();
+        let rt = SecretString::from("spent");
+        let (o, _) = r
+            .refresh(&rt, || async { failed(RefreshFailure::Unparsable) })
+            .await;
+        assert!(matches!(o, Outcome::Transient(RefreshFailure::Unparsable)));
+        assert!(window(&r, &rt) > GRACE - Duration::from_secs(1));
+        let (o, role) = r.refresh(&rt, must_not_run).await;
+        assert!(matches!(o, Outcome::Transient(RefreshFailure::Unparsable)));
+        assert_eq!(role, Role::Follower);
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replay_a_token_whose_new_tokens_did_not_fit() {
+        let r = Refresher::default();
+        let rt = SecretString::from("rt");
+        let (o, _) = r.refresh(&rt, || async { Ok(tokens(1)) }).await;
+        assert!(matches!(o, Outcome::Refreshed(_)));
+        let before = window(&r, &rt);
+        r.fail(&rt);
+        let (o, role) = r.refresh(&rt, must_not_run).await;
+        assert!(matches!(
+            o,
+            Outcome::Transient(RefreshFailure::UnusableTokens)
+        ));
+        assert_eq!(role, Role::Follower);
+        assert!(
+            window(&r, &rt) <= before,
+            "not longer than the grace window"
+        );
+    }
+
+    #[tokio::test]
+    async fn sweep_keeps_nothing_past_its_window() {
+        let r = Refresher::default();
+        let (old, live) = (SecretString::from("old"), SecretString::from("live"));
+        r.refresh(&old, || async { Ok(tokens(1)) }).await;
+        r.refresh(&live, || async { Ok(tokens(2)) }).await;
+        expire(&r, &old);
+        r.sweep();
+        let slots = r.lock();
+        assert!(
+            !slots.contains_key(&key(&old)),
+            "a refresh token past GRACE"
+        );
+        assert!(slots.contains_key(&key(&live)));
+    }
+
+    #[test]
+    fn backoff_is_between_one_and_three_seconds() {
+        for streak in [0, 1, 2, 40, u32::MAX] {
+            let b = backoff(streak);
+            let base = if streak == 0 { BACKOFF } else { BACKOFF_MAX };
+            assert!(b >= base && b <= base.mul_f64(1.5), "{streak}: {b:?}");
+        }
     }
 
     #[tokio::test]

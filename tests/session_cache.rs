@@ -286,10 +286,18 @@ fn calls_that_need_a_touch_or_a_refresh_never_come_from_the_cache() {
         assert_eq!(a.status, 200);
         assert!(a.set_cookie, "the touch is written on every such call");
     }
-    // An access token inside the refresh skew, and a provider that is down: 503 each time.
+    // An access token inside the refresh skew, and a provider that is down: forwarded with
+    // the current token while it lasts, each call trying (or backing off) the refresh.
     let mut due = session(&token('z'));
     due.access_expires_at = Some(now() + 30);
     let cookie = seal(&s.dir, &due);
+    for _ in 0..2 {
+        assert_eq!(call(port, "/api/a", &cookie).status, 200);
+    }
+    // Expired, and the provider down: 503 each time.
+    let mut expired = session(&token('x'));
+    expired.access_expires_at = Some(now() - 1);
+    let cookie = seal(&s.dir, &expired);
     for _ in 0..2 {
         assert_eq!(call(port, "/api/a", &cookie).status, 503);
     }

@@ -47,6 +47,8 @@ export const SCENARIOS = {
   huge_id_token: { expect: 'refuse', what: 'a correctly signed ID token carrying 20 KB of claims (must be refused or at least not produce cookies beyond browser limits)' },
   token_not_json: { expect: 'refuse', what: 'token endpoint answers 200 text/html' },
   missing_id_token: { expect: 'refuse', what: 'token response without id_token' },
+  wrong_at_hash: { expect: 'refuse', what: 'ID token at_hash is the hash of another access token (token substitution, OpenID Connect Core 3.1.3.8)' },
+  userinfo_other_sub: { expect: 'refuse', what: 'userinfo answers for another sub than the ID token (OpenID Connect Core 5.3.2)' },
 };
 export const SCENARIO_NAMES = Object.keys(SCENARIOS);
 
@@ -59,6 +61,8 @@ const ATTACKER_ISSUER = 'https://attacker.example';
 const epoch = () => Math.floor(Date.now() / 1000);
 const b64json = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
 const random = () => crypto.randomBytes(24).toString('base64url');
+// OpenID Connect Core 3.1.3.6: the left half of the SHA-256 of the access token (RS256).
+const atHash = (accessToken) => crypto.createHash('sha256').update(accessToken).digest().subarray(0, 16).toString('base64url');
 
 async function rsaKey(kid) {
   const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
@@ -206,9 +210,10 @@ export async function startHostile({ clientId = 'bff', clientSecret, redirectUri
   }
 
   // The ID token (or its absence) for one scenario.
-  async function idTokenFor(scn, nonce) {
+  async function idTokenFor(scn, nonce, accessToken) {
     const now = epoch();
     const claims = {
+      at_hash: atHash(scn === 'wrong_at_hash' ? random() : accessToken),
       iss: issuer,
       sub: 'hostile-user',
       aud: clientId,
@@ -323,7 +328,7 @@ export async function startHostile({ clientId = 'bff', clientSecret, redirectUri
       expires_in: 300,
       refresh_token: refreshToken,
       scope: 'openid profile email offline_access',
-      id_token: await idTokenFor(scn, nonce),
+      id_token: await idTokenFor(scn, nonce, accessToken),
     };
     if (out.id_token === undefined) delete out.id_token;
     if (scn === 'huge_token_response') out.padding = 'x'.repeat(2 * 1024 * 1024);
@@ -337,7 +342,8 @@ export async function startHostile({ clientId = 'bff', clientSecret, redirectUri
     if (!m || !accessTokens.has(m[1])) {
       return send(res, 401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
     }
-    return send(res, 200, { sub: 'hostile-user', name: 'Hostile User', email: 'hostile@example.com', email_verified: true });
+    const sub = h.scenario === 'userinfo_other_sub' ? 'someone-else' : 'hostile-user';
+    return send(res, 200, { sub, name: 'Hostile User', email: 'hostile@example.com', email_verified: true });
   }
 
   server.on('request', async (req, res) => {

@@ -132,6 +132,9 @@ export async function startProvider({
   conformIdTokenClaims = false,
   extraProfileClaims = [], // more claim names released with the profile scope (e.g. 'groups')
   port = 0,
+  // Koa middlewares run before everything else of the provider (e.g. faulty.mjs's token
+  // endpoint faults); what they answer themselves is not counted in `stats`.
+  middleware = [],
 } = {}) {
   // Listen first: the issuer must contain the real port, and port 0 picks a free one.
   const server = http.createServer();
@@ -247,6 +250,8 @@ export async function startProvider({
     if (DEBUG) console.error('op grant.error', stats.lastError);
   });
   provider.on('end_session.success', () => { stats.endSessions++; });
+
+  for (const m of middleware) provider.use(m);
 
   // There is no "revocation.success" event in oidc-provider 9, so count at the HTTP level.
   provider.use(async (ctx, next) => {

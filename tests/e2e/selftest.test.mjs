@@ -431,6 +431,22 @@ describe('hostile.mjs: the hostile provider', () => {
     }
   });
 
+  test('token substitution: at_hash of another access token, userinfo for another sub', async () => {
+    const atHash = (t) => crypto.createHash('sha256').update(t).digest().subarray(0, 16).toString('base64url');
+    const ok = await run('ok');
+    assert.equal(ok.claims.at_hash, atHash(ok.json.access_token), 'a valid response carries a correct at_hash');
+    const wrong = await run('wrong_at_hash');
+    await verify(wrong.idToken); // correctly signed: only the at_hash check catches it
+    assert.ok(wrong.claims.at_hash);
+    assert.notEqual(wrong.claims.at_hash, atHash(wrong.json.access_token));
+    const other = await run('userinfo_other_sub');
+    const { payload } = await verify(other.idToken);
+    const ui = await fetch(meta.userinfo_endpoint, { headers: { authorization: `Bearer ${other.json.access_token}` } });
+    const info = await ui.json();
+    assert.equal(ui.status, 200);
+    assert.notEqual(info.sub, payload.sub);
+  });
+
   test('authorization response tampering', async () => {
     const mismatch = await run('iss_param_mismatch');
     assert.equal(mismatch.callback.get('iss'), 'https://attacker.example');
