@@ -298,11 +298,12 @@ impl App {
     /// ASCII: the same for every value sealgate writes, and much faster on the kilobytes
     /// of session cookie every API call carries.)
     pub fn request_cookies<'a, B>(&self, req: &'a Request<B>) -> RequestCookies<'a> {
-        RequestCookies::parse(
+        RequestCookies::parse_keeping(
             req.headers()
                 .get_all(header::COOKIE)
                 .iter()
                 .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok()),
+            |name| self.cookies.is_ours(name),
         )
     }
 

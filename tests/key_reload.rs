@@ -1,7 +1,8 @@
 //! Hot key rotation against the real binary: the ring is re-read when its folder changes and
 //! on SIGHUP, a bad new ring is refused (old ring kept, a log line), and the two-phase
-//! rotation never turns a valid cookie away. Cookies are sealed here with the library from
-//! the same folder, exactly as another instance of the fleet would seal them.
+//! rotation never turns a valid cookie away; and sealgate's cookies are found behind a
+//! sibling domain's. Cookies are sealed here with the library from the same folder, exactly
+//! as another instance of the fleet would seal them.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -215,4 +216,17 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
             .unwrap()
             .contains("why=\"SIGHUP\"")
     );
+}
+
+#[test]
+fn keeps_session_behind_two_hundred_sibling_cookies() {
+    // A sibling domain may set cookies on the parent domain (RFC 6265 §8.6); the browser
+    // sends them first when they are older. Only the first 128 pairs used to be read.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let siblings: Vec<String> = (0..200).map(|i| format!("sibling{i}=value")).collect();
+    let cookie = format!("{}; {}", siblings.join("; "), session_cookie(&dir));
+    assert_eq!(get(server.port, "/bff/user", Some(&cookie)).0, 200);
 }
