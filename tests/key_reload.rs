@@ -230,3 +230,63 @@ fn keeps_session_behind_two_hundred_sibling_cookies() {
     let cookie = format!("{}; {}", siblings.join("; "), session_cookie(&dir));
     assert_eq!(get(server.port, "/bff/user", Some(&cookie)).0, 200);
 }
+
+#[cfg(unix)]
+#[test]
+fn retries_a_refused_reload_when_only_the_mode_was_fixed() {
+    // A new key copied in with the umask's 0644, then `chmod 600`: the first poll refuses
+    // the folder, and the fix changes nothing the folder's fingerprint sees (names, sizes,
+    // mtimes, inodes), as with any transient failure (EMFILE, EIO). It used to be retried
+    // only when the folder changed again.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let port = server.port;
+
+    let other = tmp.path().join("other");
+    let new = keygen(&other);
+    let under_new = session_cookie(&other);
+    let name = format!("{new}.key");
+    let staged = dir.join(format!(".{name}.staged"));
+    std::fs::copy(other.join(&name), &staged).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&staged, dir.join(&name)).unwrap();
+    wait_for(|| metric(port, RELOAD_FAILED) >= 1, "refused reload");
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 401);
+
+    std::fs::set_permissions(dir.join(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_for(
+        || metric(port, RELOAD_OK) >= 1,
+        "reload retried after the fix",
+    );
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("why=\"retry of a refused reload\""), "{log}");
+}
+
+#[cfg(unix)]
+#[test]
+fn logs_a_folder_left_broken_once_and_counts_every_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let bad = dir.join("broken.key");
+    std::fs::write(&bad, "not-a-key\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    wait_for(
+        || metric(server.port, RELOAD_FAILED) >= 2,
+        "a retry counted",
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert_eq!(
+        log.matches("key ring reload refused").count(),
+        1,
+        "one error line, the retries at debug: {log}"
+    );
+}
