@@ -431,7 +431,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
         (&Method::GET, "/bff/user") => (
             Endpoint::User,
             if has_csrf_header(&req) {
-                user::get(app, &req)
+                user::get(app, &req).await
             } else {
                 Err(Error::Csrf)
             },

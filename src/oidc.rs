@@ -529,7 +529,11 @@ impl Provider {
 
     /// The userinfo claims, when the provider has the endpoint and answers JSON for the
     /// same subject; `None` (logged) otherwise, and the ID token's claims are used.
-    async fn userinfo(&self, access_token: &SecretString, sub: &str) -> Option<Map<String, Value>> {
+    pub(crate) async fn userinfo(
+        &self,
+        access_token: &SecretString,
+        sub: &str,
+    ) -> Option<Map<String, Value>> {
         let url = self.client.user_info_url()?.url().clone();
         let request = http::Request::get(url.as_str())
             .header(
