@@ -187,8 +187,10 @@ impl App {
     }
 
     /// Re-reads the key folder. A ring that does not load is refused and the current one
-    /// kept: a half-written Secret or a typo never logs anyone out.
-    pub fn reload_keys(&self, why: &str) -> Result<(), KeyError> {
+    /// kept: a half-written Secret or a typo never logs anyone out. A `retry` of a refused
+    /// reload is counted again but logged at debug only: a folder left broken does not
+    /// write an error line every poll.
+    pub fn reload_keys(&self, why: &str, retry: bool) -> Result<(), KeyError> {
         let Some((dir, policy)) = &self.key_dir else {
             return Ok(());
         };
@@ -208,7 +210,11 @@ impl App {
             }
             Err(e) => {
                 self.metrics.key_reload("failed");
-                tracing::error!(why, error = %e, "key ring reload refused; keeping the current ring");
+                if retry {
+                    tracing::debug!(why, error = %e, "key ring still refused");
+                } else {
+                    tracing::error!(why, error = %e, "key ring reload refused; keeping the current ring");
+                }
                 Err(e)
             }
         }
@@ -247,12 +253,15 @@ impl App {
 
     /// Reloads the key ring when its folder changes (polled every `every`: robust across
     /// filesystems and Kubernetes' symlink swaps, where inotify is not) and on SIGHUP; on
-    /// each poll, drops the session cache's entries that can no longer be served.
+    /// each poll, drops the session cache's entries that can no longer be served. A refused
+    /// reload is tried again on every poll until one succeeds: its cause may be transient
+    /// (EMFILE, EIO, a mode fixed by `chmod`) and leave the folder's fingerprint as it was.
     pub async fn watch_keys(self: Arc<Self>, every: Duration) {
         let dir = self.key_dir.as_ref().map(|(d, _)| d.clone());
         let fingerprint =
             |dir: &Option<PathBuf>| dir.as_ref().and_then(|d| keys::dir_fingerprint(d).ok());
         let mut last = fingerprint(&dir);
+        let mut refused = false;
         let mut last_tls = self.tls_fingerprint();
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -270,7 +279,7 @@ impl App {
             let hangup = std::future::pending::<()>();
             tokio::select! {
                 _ = hangup => {
-                    let _ = self.reload_keys("SIGHUP");
+                    refused = self.reload_keys("SIGHUP", false).is_err();
                     self.reload_tls("SIGHUP");
                     last = fingerprint(&dir);
                     last_tls = self.tls_fingerprint();
@@ -281,7 +290,9 @@ impl App {
                     let now = fingerprint(&dir);
                     if now != last {
                         last = now;
-                        let _ = self.reload_keys("key folder changed");
+                        refused = self.reload_keys("key folder changed", false).is_err();
+                    } else if refused {
+                        refused = self.reload_keys("retry of a refused reload", true).is_err();
                     }
                     let now_tls = self.tls_fingerprint();
                     if now_tls != last_tls {
@@ -335,11 +346,12 @@ impl App {
     /// ASCII: the same for every value sealgate writes, and much faster on the kilobytes
     /// of session cookie every API call carries.)
     pub fn request_cookies<'a, B>(&self, req: &'a Request<B>) -> RequestCookies<'a> {
-        RequestCookies::parse(
+        RequestCookies::parse_keeping(
             req.headers()
                 .get_all(header::COOKIE)
                 .iter()
                 .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok()),
+            |name| self.cookies.is_ours(name),
         )
     }
 
@@ -480,7 +492,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
         (&Method::GET, "/bff/user") => (
             Endpoint::User,
             if has_csrf_header(&req) {
-                user::get(app, &req)
+                user::get(app, &req).await
             } else {
                 Err(Error::Csrf)
             },

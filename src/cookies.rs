@@ -21,8 +21,13 @@ use crate::seal::{self, OpenError, Opened, SealError};
 /// bytes). We hold the whole `Set-Cookie:` header line to it, attributes included, which is
 /// stricter than any browser.
 pub const BROWSER_COOKIE_LIMIT: usize = 4096;
-/// Cookies read from one request; the rest are ignored. Real jars hold a few dozen.
+/// Cookies of any name read from one request. Real jars hold a few dozen; past these, only
+/// the reader's own are kept (see `RequestCookies::parse_keeping`).
 pub const MAX_REQUEST_COOKIES: usize = 128;
+/// The reader's own cookies kept beyond `MAX_REQUEST_COOKIES`: a session and a profile of
+/// `MAX_CHUNKS_LIMIT` chunks each and a few login transactions fit with room to spare. A
+/// bound on work only: a jar with more of them than this is not one sealgate wrote.
+pub const MAX_OWN_COOKIES: usize = 64;
 /// Chunk indices above this are not ours to read (but cannot be produced either).
 const MAX_CHUNK_INDEX: usize = 63;
 /// Longest `Max-Age` rendered, in seconds (about 136 years): bounds the attribute length.
@@ -85,24 +90,36 @@ pub enum WriteError {
     Encode(String),
 }
 
-/// The cookies of one request, parsed once, borrowing from the header values.
-#[derive(Debug, Default)]
+/// The cookies of one request, parsed once, borrowing from the header values. Its `Debug`
+/// shows names only: the values include sealed sessions, bearer credentials in effect.
+#[derive(Default)]
 pub struct RequestCookies<'a> {
     pairs: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> RequestCookies<'a> {
     /// Parses every `Cookie` header value (HTTP/2 may split one jar over several).
-    /// Malformed pairs are skipped; at most `MAX_REQUEST_COOKIES` pairs are kept.
+    /// Malformed pairs are skipped; the first `MAX_REQUEST_COOKIES` pairs are kept.
     pub fn parse<I>(headers: I) -> Self
     where
         I: IntoIterator<Item = &'a str>,
     {
-        let pairs = headers
-            .into_iter()
-            .flat_map(header_pairs)
-            .take(MAX_REQUEST_COOKIES)
-            .collect();
+        Self::parse_keeping(headers, |_| false)
+    }
+
+    /// As `parse`, and past the first `MAX_REQUEST_COOKIES` pairs the ones `is_own` accepts
+    /// are still kept (up to `MAX_OWN_COOKIES` of them), wherever they are in the header:
+    /// a sibling domain that sets a hundred cookies on the parent domain must not crowd the
+    /// session out of the jar (RFC 6265 §8.6, weak integrity across subdomains). The whole
+    /// header is scanned, which the server's cap on the request head bounds.
+    pub fn parse_keeping<I, F>(headers: I, is_own: F) -> Self
+    where
+        I: IntoIterator<Item = &'a str>,
+        F: Fn(&str) -> bool,
+    {
+        let mut all = headers.into_iter().flat_map(header_pairs);
+        let mut pairs: Vec<_> = all.by_ref().take(MAX_REQUEST_COOKIES).collect();
+        pairs.extend(all.filter(|(name, _)| is_own(name)).take(MAX_OWN_COOKIES));
         Self { pairs }
     }
 
@@ -121,6 +138,25 @@ impl<'a> RequestCookies<'a> {
         self.pairs
             .iter()
             .filter_map(move |(n, v)| chunk_index(n, base).map(|i| (i, *v)))
+    }
+}
+
+impl std::fmt::Debug for RequestCookies<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCookies")
+            .field("names", &Names(&self.pairs))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The names of a jar's pairs, for `Debug`.
+struct Names<'p, 'a>(&'p [(&'a str, &'a str)]);
+
+impl std::fmt::Debug for Names<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
     }
 }
 
@@ -161,8 +197,8 @@ pub fn header_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// A sealed value as the request carries it: its chunks in order, chunk 0 without its
-/// `"<count>."` prefix.
-#[derive(Clone, Copy, Debug)]
+/// `"<count>."` prefix. Its `Debug` shows the count and length, never the value.
+#[derive(Clone, Copy)]
 pub struct Parts<'a> {
     parts: [&'a str; MAX_CHUNKS_LIMIT],
     count: usize,
@@ -180,6 +216,18 @@ impl<'a> Parts<'a> {
             [one] => Cow::Borrowed(one),
             many => Cow::Owned(many.concat()),
         }
+    }
+}
+
+impl std::fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("count", &self.count)
+            .field(
+                "len",
+                &self.as_slice().iter().map(|p| p.len()).sum::<usize>(),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -482,6 +530,75 @@ mod tests {
             [("a", "b"), ("c", "d")],
             "spaces and tabs are trimmed"
         );
+    }
+
+    #[test]
+    fn keeps_own_cookies_behind_two_hundred_sibling_cookies() {
+        let ring = ring(1);
+        let s = spec(8);
+        let session = cookie_header(
+            &s.seal(
+                &RequestCookies::default(),
+                &ring,
+                NOW,
+                NOW + 60,
+                &vec![b's'; 6000],
+            )
+            .unwrap(),
+        );
+        let siblings: Vec<String> = (0..200).map(|i| format!("sib{i}=v")).collect();
+        let header = format!("{}; {session}", siblings.join("; "));
+        let is_own = |name: &str| RequestCookies::is_chunk_of(name, s.name());
+        let jar = RequestCookies::parse_keeping([header.as_str()], is_own);
+        assert_eq!(
+            s.open(&jar, &ring, NOW).unwrap().payload(),
+            vec![b's'; 6000]
+        );
+        assert_eq!(
+            jar.pairs().len(),
+            MAX_REQUEST_COOKIES + 3,
+            "siblings stay bounded; the session's 3 chunks are kept"
+        );
+
+        // Own cookies are bounded too: a flood of them is cut, not collected.
+        let flood: Vec<String> = (0..500).map(|_| format!("{}.0=x", s.name())).collect();
+        let header = format!("{}; {}", siblings.join("; "), flood.join("; "));
+        let jar = RequestCookies::parse_keeping([header.as_str()], is_own);
+        assert_eq!(jar.pairs().len(), MAX_REQUEST_COOKIES + MAX_OWN_COOKIES);
+    }
+
+    #[test]
+    fn debug_of_a_jar_and_its_parts_never_shows_a_value() {
+        let ring = ring(1);
+        let s = spec(8);
+        let headers = s
+            .seal(
+                &RequestCookies::default(),
+                &ring,
+                NOW,
+                NOW + 60,
+                &vec![b'x'; 5000],
+            )
+            .unwrap();
+        let header = format!("{}; other=visible-value", cookie_header(&headers));
+        let jar = RequestCookies::parse([header.as_str()]);
+        let parts = s.parts(&jar).unwrap();
+        let sealed = parts.joined().into_owned();
+        for shown in [
+            format!("{jar:?}"),
+            format!("{parts:?}"),
+            format!("{jar:#?}"),
+        ] {
+            for secret in parts.as_slice().iter().chain([&"visible-value"]) {
+                assert!(
+                    !shown.contains(secret.get(..20).unwrap_or(secret)),
+                    "{shown}"
+                );
+            }
+            assert!(!shown.contains(&sealed[sealed.len() - 20..]), "{shown}");
+        }
+        assert!(format!("{jar:?}").contains("__Host-Http-sealgate.1"));
+        assert!(format!("{parts:?}").contains(&format!("len: {}", sealed.len())));
     }
 
     #[test]

@@ -139,6 +139,34 @@ pub fn load(
     })
 }
 
+/// A profile that opened and belongs to the session.
+#[derive(Debug)]
+pub struct LoadedProfile {
+    pub profile: Profile,
+    /// Sealed under a key that is no longer primary: re-seal it while that key still opens.
+    pub by_primary: bool,
+}
+
+/// Opens the profile cookie; `Invalid` when it does not decode or belongs to another
+/// session than `session`.
+pub fn open_profile(
+    jar: &RequestCookies<'_>,
+    ring: &KeyRing,
+    cookies: &Cookies,
+    session: &Session,
+    now: u64,
+) -> Result<LoadedProfile, ReadError> {
+    let opened = cookies.profile.open(jar, ring, now)?;
+    let profile = Profile::from_bytes(opened.payload()).map_err(|_| ReadError::Invalid)?;
+    if !profile.belongs_to(session) {
+        return Err(ReadError::Invalid);
+    }
+    Ok(LoadedProfile {
+        profile,
+        by_primary: opened.by_primary,
+    })
+}
+
 /// Opens the profile cookie; `None` unless it opens and belongs to `session`.
 pub fn load_profile(
     jar: &RequestCookies<'_>,
@@ -147,9 +175,9 @@ pub fn load_profile(
     session: &Session,
     now: u64,
 ) -> Option<Profile> {
-    let opened = cookies.profile.open(jar, ring, now).ok()?;
-    let profile = Profile::from_bytes(opened.payload()).ok()?;
-    profile.belongs_to(session).then_some(profile)
+    open_profile(jar, ring, cookies, session, now)
+        .ok()
+        .map(|p| p.profile)
 }
 
 /// The answer when a session cannot be written: tokens too large for the chunk cap are the

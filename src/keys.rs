@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -31,6 +31,10 @@ pub const KID_MAX_LEN: usize = 16;
 pub const PRIMARY_FILE: &str = "primary";
 /// Ending of key files.
 pub const KEY_SUFFIX: &str = ".key";
+/// Largest key or `primary` file read, in bytes. A key file is 44 bytes; a file past this
+/// is refused before anything is read, so a stray multi-gigabyte file (or a device behind
+/// a symlink) in the folder cannot exhaust memory on every reload.
+pub const MAX_KEY_FILE: u64 = 1024;
 
 // The sealing key is derived from the master key rather than used as is, so that one master
 // key can later serve other purposes (e.g. keyed hashes) under other labels without ever
@@ -339,16 +343,21 @@ fn read_dir_ring(dir: &Path, policy: ModePolicy) -> Result<DirContents, KeyError
     let mut primary = None;
     for name in names {
         let path = dir.join(&name);
+        let what = path.display().to_string();
         if name == PRIMARY_FILE {
-            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            let text = read_small(&path, None, |len| KeyError::Primary {
+                what: what.clone(),
+                message: format!("{len} bytes, not a key id (refused unread)"),
+            })?;
             let kid = text.trim();
-            validate_kid(kid, &path.display().to_string())?;
+            validate_kid(kid, &what)?;
             primary = Some(kid.to_owned());
         } else if let Some(kid) = name.strip_suffix(KEY_SUFFIX) {
-            let what = path.display().to_string();
             validate_kid(kid, &what)?;
-            check_mode(&path, policy)?;
-            let text = Zeroizing::new(fs::read_to_string(&path).map_err(io(&path))?);
+            let text = read_small(&path, Some(policy), |len| KeyError::BadKey {
+                what: what.clone(),
+                found: format!("a file of {len} bytes, more than {MAX_KEY_FILE} (refused unread)"),
+            })?;
             let body = text.strip_suffix('\n').unwrap_or(&text);
             entries.push((kid.to_owned(), MasterKey::parse(body, &what)?));
         }
@@ -356,18 +365,44 @@ fn read_dir_ring(dir: &Path, policy: ModePolicy) -> Result<DirContents, KeyError
     Ok((entries, primary))
 }
 
+/// Reads a small file of the folder through one descriptor: opened once (following
+/// symlinks: a Kubernetes Secret's files are links into `..data/`), its mode (when `policy`
+/// is given) and size checked on that descriptor (`fstat`), then read from it. The file
+/// checked is the file read, even if the name is swapped in between. Past `MAX_KEY_FILE`
+/// bytes, `too_large(len)` is returned and nothing is read; a file that grows, or a device
+/// that reports no size, is read no further than that either.
+fn read_small(
+    path: &Path,
+    policy: Option<ModePolicy>,
+    too_large: impl Fn(u64) -> KeyError,
+) -> Result<Zeroizing<String>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if let Some(policy) = policy {
+        check_mode(path, &meta, policy)?;
+    }
+    if meta.len() > MAX_KEY_FILE {
+        return Err(too_large(meta.len()));
+    }
+    // Reserved up front so the buffer never reallocates: no unzeroized copy of a key is
+    // left behind in freed memory.
+    let limit = MAX_KEY_FILE + 1;
+    let mut text = Zeroizing::new(String::with_capacity(limit as usize));
+    file.take(limit).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
+}
+
 #[cfg(unix)]
-fn check_mode(path: &Path, policy: ModePolicy) -> Result<(), KeyError> {
+fn check_mode(path: &Path, meta: &fs::Metadata, policy: ModePolicy) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
-    // `metadata` follows symlinks: a Kubernetes Secret's files are links into `..data/`.
-    let mode = fs::metadata(path)
-        .map_err(|source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = meta.permissions().mode() & 0o777;
     let allowed = match policy {
         ModePolicy::OwnerOnly => 0o700,
         ModePolicy::AllowGroupRead => 0o740,
@@ -384,13 +419,16 @@ fn check_mode(path: &Path, policy: ModePolicy) -> Result<(), KeyError> {
 }
 
 #[cfg(not(unix))]
-fn check_mode(_path: &Path, _policy: ModePolicy) -> Result<(), KeyError> {
+fn check_mode(_path: &Path, _meta: &fs::Metadata, _policy: ModePolicy) -> Result<(), KeyError> {
     Ok(())
 }
 
 /// Creates a new random key in `dir` (creating the folder, mode 0700; the file, mode 0600)
 /// and returns its kid. The first key of a folder without keys becomes the primary; later
 /// keys only join the ring, to be promoted once every instance has them (see keys/README.md).
+/// The key file appears whole or not at all (see `write_atomically`): a running instance
+/// polling the folder never reads a half-written key, and a keygen that dies mid-write
+/// (disk full, a file size limit) leaves the folder loading as before.
 pub fn keygen(dir: &Path) -> Result<String, KeyError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -405,9 +443,9 @@ pub fn keygen(dir: &Path) -> Result<String, KeyError> {
         }
     };
     let key = MasterKey::generate()?;
-    let path = dir.join(format!("{kid}{KEY_SUFFIX}"));
-    write_new_private(&path, format!("{}\n", key.encode().as_str()).as_bytes())
-        .map_err(io(&path))?;
+    let name = format!("{kid}{KEY_SUFFIX}");
+    let text = Zeroizing::new(format!("{}\n", key.encode().as_str()));
+    write_atomically(dir, &name, text.as_bytes()).map_err(io(&dir.join(&name)))?;
     if existing.is_empty() && primary.is_none() {
         set_primary_file(dir, &kid)?;
     }
@@ -489,14 +527,39 @@ pub fn list(dir: &Path) -> Result<(Vec<String>, Option<String>), KeyError> {
 }
 
 fn set_primary_file(dir: &Path, kid: &str) -> Result<(), KeyError> {
-    let tmp = dir.join(format!(".{PRIMARY_FILE}.tmp"));
-    let path = dir.join(PRIMARY_FILE);
-    let write = || -> std::io::Result<()> {
+    write_atomically(dir, PRIMARY_FILE, format!("{kid}\n").as_bytes()).map_err(|source| {
+        KeyError::Io {
+            path: dir.join(PRIMARY_FILE),
+            source,
+        }
+    })
+}
+
+/// Writes `dir/name` so that the name never shows a partial file: the bytes go to
+/// `.name.tmp` (created exclusively, mode 0600; a leading `.` is what the loader and the
+/// fingerprint skip), are synced, and the temporary file is renamed over `name` (atomic
+/// within a folder, POSIX `rename(2)`); then the folder is synced so that the rename
+/// survives a crash. On failure the temporary file is removed.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A leftover of a run that died before its rename.
+    let _ = fs::remove_file(&tmp);
+    let written = write_new_private(&tmp, bytes).and_then(|()| fs::rename(&tmp, dir.join(name)));
+    if written.is_err() {
         let _ = fs::remove_file(&tmp);
-        write_new_private(&tmp, format!("{kid}\n").as_bytes())?;
-        fs::rename(&tmp, &path)
-    };
-    write().map_err(|source| KeyError::Io { path, source })
+    }
+    written?;
+    sync_dir(dir)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn random_kid() -> Result<String, KeyError> {
@@ -672,6 +735,28 @@ mod tests {
         write_new_private(&dir.join("short.key"), b"abc\n").unwrap();
         let err = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap_err();
         assert!(err.to_string().contains("short.key"), "{err}");
+    }
+
+    #[test]
+    fn refuses_an_oversized_key_file_unread_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        keygen(dir).unwrap();
+        let big = dir.join("big.key");
+        write_new_private(&big, &vec![b'A'; 64 * 1024]).unwrap();
+        let err = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("big.key") && text.contains("65536 bytes") && text.contains("unread"),
+            "{text}"
+        );
+        fs::remove_file(&big).unwrap();
+        fs::write(dir.join(PRIMARY_FILE), vec![b'a'; 4096]).unwrap();
+        let err = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap_err();
+        assert!(
+            matches!(&err, KeyError::Primary { message, .. } if message.contains("4096 bytes")),
+            "{err}"
+        );
     }
 
     #[cfg(unix)]

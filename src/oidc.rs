@@ -661,7 +661,7 @@ impl Provider {
     /// (logged) when it fails, and the ID token's claims are used. An answer for another
     /// subject, or for none, is refused (OpenID Connect Core §5.3.2: its `sub` MUST match
     /// the ID token's): the login fails rather than mixing two users.
-    async fn userinfo(
+    pub(crate) async fn userinfo(
         &self,
         access_token: &SecretString,
         sub: &str,

@@ -1,27 +1,59 @@
 //! `GET /bff/user`: the user's claims and the session's facts, never a token.
 
 use http::{Request, Response, StatusCode};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::app::App;
+use crate::cookies::{ReadError, WriteError};
 use crate::error::Error;
-use crate::jar;
+use crate::jar::{self, LoadedProfile};
 use crate::oidc::now_secs;
 use crate::reply::{self, Body};
+use crate::session::{Profile, Session};
 
 /// Answers 200 with `{"sub", "claims", "session": {...}}`, or 401 `login_required`.
 /// Requires `X-CSRF: 1` (checked by the caller).
-pub fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Response<Body>, Error> {
+///
+/// Both cookies leave under the primary key: the session and the profile are re-sealed
+/// whenever either was sealed under another key, so that retiring that key later (in an
+/// emergency, without waiting for sessions to end) cannot split them.
+pub async fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Response<Body>, Error> {
     let jar = app.request_cookies(req);
     let ring = app.keys();
     let now = now_secs();
     let mut loaded = app.load_session(&jar, &ring, now)?;
-    let profile = jar::load_profile(&jar, &ring, &app.cookies, &loaded.session, now)
-        .ok_or(Error::LoginRequired("profile"))?;
+    let (profile, reseal_profile) =
+        match jar::open_profile(&jar, &ring, &app.cookies, &loaded.session, now) {
+            Ok(LoadedProfile {
+                profile,
+                by_primary,
+            }) => (profile, !by_primary),
+            // The profile rides on `Path=/bff/` only: an SPA that called nothing but its API
+            // after a promotion had its session re-sealed under the new primary and its
+            // profile not, and the old key has since been retired. The session is authentic,
+            // the profile only derived from it: rebuild it rather than end the session.
+            Err(ReadError::UnknownKey) => {
+                tracing::info!("profile cookie under a retired key; rebuilt from the session");
+                (rebuild_profile(app, &loaded.session).await, true)
+            }
+            Err(ReadError::Missing | ReadError::Expired | ReadError::Invalid) => {
+                return Err(Error::LoginRequired("profile"));
+            }
+        };
     let mut set = Vec::new();
     if loaded.session.touch(&app.limits, now) || !loaded.by_primary {
         set = jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, &loaded.session)
             .map_err(jar::write_failure)?;
+    }
+    if reseal_profile {
+        set.extend(write_profile(
+            app,
+            &jar,
+            &ring,
+            now,
+            &loaded.session,
+            &profile,
+        )?);
     }
     let s = &loaded.session;
     let body = json!({
@@ -38,4 +70,54 @@ pub fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Response<B
     let mut response = reply::json(StatusCode::OK, &body);
     reply::set_cookies(&mut response, set);
     Ok(response)
+}
+
+/// A profile for `session` from what can still be had: the claims from the provider's
+/// userinfo endpoint with the session's access token (OpenID Connect Core §5.3) when
+/// discovery has finished and the provider has one, always `sub` and `sid` from the
+/// session. The ID token is gone with the old cookie: logout then names the client
+/// instead of hinting the token, as it does for a profile that had to shed it.
+async fn rebuild_profile(app: &App, session: &Session) -> Profile {
+    let mut claims = Map::new();
+    if let Ok(provider) = app.provider_now()
+        && let Ok(Some(userinfo)) = provider.userinfo(&session.access_token, &session.sub).await
+    {
+        // An answer for another subject is an error and is not used: then only sub and sid.
+        claims = userinfo;
+    }
+    claims.insert("sub".to_owned(), Value::String(session.sub.clone()));
+    if let Some(sid) = &session.sid {
+        claims.insert("sid".to_owned(), Value::String(sid.clone()));
+    }
+    Profile {
+        session_id: session.id.clone(),
+        id_token: None,
+        claims,
+    }
+}
+
+/// The profile re-sealed under the primary; when its claims no longer fit the chunk cap
+/// (userinfo grew), only `sub` and `sid` are kept, as at login.
+fn write_profile(
+    app: &App,
+    jar: &crate::cookies::RequestCookies<'_>,
+    ring: &crate::keys::KeyRing,
+    now: u64,
+    session: &Session,
+    profile: &Profile,
+) -> Result<Vec<String>, Error> {
+    let write =
+        |p: &Profile| jar::write_profile(jar, ring, &app.cookies, &app.limits, now, session, p);
+    match write(profile) {
+        Err(WriteError::TooManyChunks { .. }) => {}
+        other => return other.map_err(jar::write_failure),
+    }
+    let mut claims = profile.claims.clone();
+    claims.retain(|k, _| k == "sub" || k == "sid");
+    let small = Profile {
+        session_id: profile.session_id.clone(),
+        id_token: None,
+        claims,
+    };
+    write(&small).map_err(jar::write_failure)
 }

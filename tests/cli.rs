@@ -112,6 +112,58 @@ fn refuses_a_world_readable_key_with_exit_2_naming_the_file() {
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
 }
 
+#[cfg(unix)]
+#[test]
+fn keygen_that_dies_mid_write_leaves_the_folder_loading() {
+    // `ulimit -f 0` with SIGXFSZ ignored: any write to a regular file fails with EFBIG, as
+    // on a full disk. The key file used to be created under its final name first, so an
+    // empty `<kid>.key` was left behind and every later load of the folder was refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let first = keygen(tmp.path());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 0 && exec \"$0\" keygen --dir \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_sealgate"))
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut names: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = [format!("{first}.key"), "primary".to_owned()];
+    expected.sort();
+    assert_eq!(
+        names, expected,
+        "no partial key file visible, no temporary file left"
+    );
+    let list = sealgate(&["keys", "list", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    assert_eq!(stdout(&list), format!("{first}\tprimary"));
+}
+
+#[test]
+fn refuses_an_oversized_key_file_unread_with_exit_2_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    keygen(tmp.path());
+    let big = tmp.path().join("big.key");
+    fs::write(&big, vec![b'A'; 1 << 20]).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = sealgate(&["keys", "list", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(big.to_str().unwrap()) && err.contains("1048576 bytes, more than 1024"),
+        "{err}"
+    );
+}
+
 #[test]
 fn refuses_a_key_of_the_wrong_length_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! Hot key rotation against the real binary: the ring is re-read when its folder changes and
 //! on SIGHUP, a bad new ring is refused (old ring kept, a log line), and the two-phase
-//! rotation never turns a valid cookie away. Cookies are sealed here with the library from
-//! the same folder, exactly as another instance of the fleet would seal them.
+//! rotation never turns a valid cookie away; and sealgate's cookies are found behind a
+//! sibling domain's. Cookies are sealed here with the library from the same folder, exactly
+//! as another instance of the fleet would seal them.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -97,20 +98,22 @@ fn metric(port: u16, line: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A session + profile cookie header sealed with the ring as the folder now holds it.
-fn session_cookie(dir: &Path) -> String {
-    let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
-    let now = SystemTime::now()
+fn now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs();
-    let cookies = Cookies::new(false, SameSite::Lax, 4);
+        .as_secs()
+}
+
+/// A session of `sub` and its profile, as a login writes them.
+fn login(sub: &str) -> (Session, Profile) {
+    let now = now();
     let session = Session {
         id: sealgate::session::random_id().unwrap(),
         access_token: "at".into(),
         access_expires_at: Some(now + 600),
         refresh_token: None,
-        sub: "alice".into(),
+        sub: sub.into(),
         sid: None,
         created_at: now,
         last_seen: now,
@@ -119,15 +122,74 @@ fn session_cookie(dir: &Path) -> String {
         session_id: session.id.clone(),
         ..Profile::default()
     };
+    (session, profile)
+}
+
+/// `Set-Cookie` values for the session and, when given, the profile, sealed with the ring
+/// as the folder now holds it.
+fn seal(dir: &Path, session: &Session, profile: Option<&Profile>) -> Vec<String> {
+    let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
+    let cookies = Cookies::new(false, SameSite::Lax, 4);
     let jar = RequestCookies::default();
-    let mut set = jar::write_session(&jar, &ring, &cookies, &LIMITS, now, &session).unwrap();
-    set.extend(
-        jar::write_profile(&jar, &ring, &cookies, &LIMITS, now, &session, &profile).unwrap(),
-    );
-    set.iter()
-        .map(|h| h.split(';').next().unwrap())
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut set = jar::write_session(&jar, &ring, &cookies, &LIMITS, now(), session).unwrap();
+    if let Some(profile) = profile {
+        set.extend(
+            jar::write_profile(&jar, &ring, &cookies, &LIMITS, now(), session, profile).unwrap(),
+        );
+    }
+    set
+}
+
+/// A session + profile cookie header sealed with the ring as the folder now holds it.
+fn session_cookie(dir: &Path) -> String {
+    let (session, profile) = login("alice");
+    let mut jar = Jar::default();
+    jar.apply(&seal(dir, &session, Some(&profile)));
+    jar.header()
+}
+
+/// A browser's jar, as far as these tests need one: `Set-Cookie` replaces by name, and
+/// `Max-Age=0` deletes.
+#[derive(Default)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn apply(&mut self, set_cookies: &[String]) {
+        for line in set_cookies {
+            let (name, value) = line.split(';').next().unwrap().split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !line.contains("Max-Age=0;") {
+                self.0.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        pairs.join("; ")
+    }
+
+    /// `GET /bff/user` with this jar, taking its `Set-Cookie` answers: (status, body).
+    fn user(&mut self, port: u16) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /bff/user HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+            self.header()
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let set: Vec<String> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("set-cookie: "))
+            .map(str::to_owned)
+            .collect();
+        self.apply(&set);
+        (head.get(9..12).unwrap().parse().unwrap(), body.to_owned())
+    }
 }
 
 const RELOAD_OK: &str = "sealgate_key_reloads_total{outcome=\"ok\"}";
@@ -215,4 +277,119 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
             .unwrap()
             .contains("why=\"SIGHUP\"")
     );
+}
+
+#[test]
+fn keeps_session_behind_two_hundred_sibling_cookies() {
+    // A sibling domain may set cookies on the parent domain (RFC 6265 §8.6); the browser
+    // sends them first when they are older. Only the first 128 pairs used to be read.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let siblings: Vec<String> = (0..200).map(|i| format!("sibling{i}=value")).collect();
+    let cookie = format!("{}; {}", siblings.join("; "), session_cookie(&dir));
+    assert_eq!(get(server.port, "/bff/user", Some(&cookie)).0, 200);
+}
+
+#[cfg(unix)]
+#[test]
+fn retries_a_refused_reload_when_only_the_mode_was_fixed() {
+    // A new key copied in with the umask's 0644, then `chmod 600`: the first poll refuses
+    // the folder, and the fix changes nothing the folder's fingerprint sees (names, sizes,
+    // mtimes, inodes), as with any transient failure (EMFILE, EIO). It used to be retried
+    // only when the folder changed again.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let port = server.port;
+
+    let other = tmp.path().join("other");
+    let new = keygen(&other);
+    let under_new = session_cookie(&other);
+    let name = format!("{new}.key");
+    let staged = dir.join(format!(".{name}.staged"));
+    std::fs::copy(other.join(&name), &staged).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&staged, dir.join(&name)).unwrap();
+    wait_for(|| metric(port, RELOAD_FAILED) >= 1, "refused reload");
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 401);
+
+    std::fs::set_permissions(dir.join(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_for(
+        || metric(port, RELOAD_OK) >= 1,
+        "reload retried after the fix",
+    );
+    assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("why=\"retry of a refused reload\""), "{log}");
+}
+
+#[cfg(unix)]
+#[test]
+fn logs_a_folder_left_broken_once_and_counts_every_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let bad = dir.join("broken.key");
+    std::fs::write(&bad, "not-a-key\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    wait_for(
+        || metric(server.port, RELOAD_FAILED) >= 2,
+        "a retry counted",
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert_eq!(
+        log.matches("key ring reload refused").count(),
+        1,
+        "one error line, the retries at debug: {log}"
+    );
+}
+
+#[test]
+fn keeps_the_profile_when_the_old_key_is_retired_after_a_promotion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let old = keygen(&dir);
+    let server = start(&dir, tmp.path());
+    let port = server.port;
+    // Both log in under the old key.
+    let (session, profile) = login("alice");
+    let mut alice = Jar::default();
+    alice.apply(&seal(&dir, &session, Some(&profile)));
+    let (session, profile) = login("bob");
+    let mut bob = Jar::default();
+    bob.apply(&seal(&dir, &session, Some(&profile)));
+
+    let new = keygen(&dir);
+    wait_for(|| metric(port, RELOAD_OK) >= 1, "reload after keygen");
+    keys_cmd(&["keys", "promote", "--dir", dir.to_str().unwrap(), &new]);
+    wait_for(|| metric(port, RELOAD_OK) >= 2, "reload after promote");
+    // Alice's SPA asks /bff/user: both her cookies move to the new primary.
+    assert_eq!(alice.user(port).0, 200);
+    // Bob's SPA only calls its API, which re-seals the session (Path=/) under the new
+    // primary; the profile (Path=/bff/) is not sent there and stays under the old key.
+    bob.apply(&seal(&dir, &session, None));
+
+    // Emergency: the old key is retired without waiting for sessions to end.
+    keys_cmd(&["keys", "retire", "--dir", dir.to_str().unwrap(), &old]);
+    wait_for(|| metric(port, RELOAD_OK) >= 3, "reload after retire");
+    let (status, body) = alice.user(port);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = bob.user(port);
+    assert_eq!(
+        status, 200,
+        "the profile is rebuilt from the session: {body}"
+    );
+    assert!(body.contains("\"sub\":\"bob\""), "{body}");
+    // The rebuilt profile was sealed in that answer: it opens as it is now.
+    let before = bob.header();
+    assert_eq!(bob.user(port).0, 200);
+    assert_eq!(bob.header(), before, "nothing left to re-seal");
 }
