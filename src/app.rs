@@ -1,14 +1,14 @@
-//! The shared state, built once at start-up, and the one place that looks at the request
-//! path to choose an endpoint.
+//! The shared state, built once at start-up and handed down to every handler: the
+//! configuration's values, the key ring (and its reload), the provider, the caches, the
+//! refresher, metrics. Knows no handler and no router.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::Request;
+use http::header;
 use tokio::sync::watch;
 use url::Url;
 
@@ -18,16 +18,14 @@ use crate::error::Error;
 use crate::http_client::{HttpClient, HttpError};
 use crate::jar::{self, Cookies, Loaded};
 use crate::keys::{self, KeyError, KeyRing, ModePolicy};
-use crate::metrics::{Endpoint, Metrics};
+use crate::metrics::Metrics;
 use crate::oidc::{Provider, RefreshFailure, Settings};
-use crate::proxy::Peer;
+use crate::proxy;
 use crate::refresh::{Outcome, Refresher, Role};
-use crate::reply::{self, Body};
 use crate::secret::SecretString;
 use crate::session::Limits;
 use crate::session::Session;
 use crate::session_cache::SessionCache;
-use crate::{frontend, login, logout, proxy, user};
 
 /// How long a login that arrives before discovery finished waits for it.
 const PROVIDER_WAIT: Duration = Duration::from_secs(3);
@@ -39,6 +37,8 @@ const PROVIDER_MAX_BODY: usize = 256 * 1024;
 /// Everything a request needs, shared by all of them.
 pub struct App {
     pub public_url: Url,
+    /// `public_url`'s origin as browsers write it in `Origin` (worked out once).
+    pub public_origin: String,
     keys: RwLock<Arc<KeyRing>>,
     /// The current ring's `id`, readable without the lock (the session cache's hit path).
     ring_id: AtomicU64,
@@ -138,6 +138,7 @@ impl App {
             .collect::<Result<Vec<_>, _>>()?;
         let app = App {
             forwarding: proxy::Forwarding::new(&config.public_url),
+            public_origin: config.public_url.origin().ascii_serialization(),
             public_url: config.public_url.clone(),
             ring_id: AtomicU64::new(ring.id()),
             keys: RwLock::new(Arc::new(ring)),
@@ -337,6 +338,16 @@ impl App {
         self.closing.send_replace(true);
     }
 
+    /// What the transport needs of this instance to forward one request.
+    pub fn hop(&self) -> proxy::Hop<'_> {
+        proxy::Hop {
+            ours: &self.cookies,
+            public: &self.forwarding,
+            idle: self.idle_timeout,
+            closing: &self.closing,
+        }
+    }
+
     /// Turns true when the drain ends (`close_all`).
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
@@ -442,132 +453,4 @@ pub fn provider_settings(config: &Config) -> Settings {
 
 fn not_ready() -> Error {
     Error::ProviderUnavailable("provider metadata not loaded yet".into())
-}
-
-/// Whether the request carries the anti-forgery header `X-CSRF: 1`. Browsers refuse to
-/// send a custom header cross-site without a CORS preflight, which sealgate never grants.
-pub fn has_csrf_header<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get("x-csrf")
-        .is_some_and(|v| v.as_bytes() == b"1")
-}
-
-/// For a state-changing request: whether the browser says it comes from another origin.
-/// `Sec-Fetch-Site` (sent by every current browser) must be `same-origin` or `none` when
-/// present, and `Origin`, when present, must be the SPA's own. Defence in depth beside
-/// `X-CSRF: 1`, which a cross-origin page cannot send without a preflight sealgate never
-/// grants.
-pub fn is_cross_origin<B>(app: &App, req: &Request<B>) -> bool {
-    if req.method().is_safe() {
-        return false;
-    }
-    let site = req
-        .headers()
-        .get("sec-fetch-site")
-        .map(HeaderValue::as_bytes);
-    if site.is_some_and(|s| s != b"same-origin" && s != b"none") {
-        return true;
-    }
-    let ours = app.public_url.origin().ascii_serialization();
-    req.headers()
-        .get(header::ORIGIN)
-        .is_some_and(|o| o.as_bytes() != ours.as_bytes())
-}
-
-/// Answers one request.
-pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let path = req.uri().path();
-    let is_bff = path.starts_with("/bff/");
-    let mut route_index = None;
-    let (endpoint, result) = match (req.method(), path) {
-        (&Method::GET, "/healthz") => (Endpoint::Health, Ok(reply::text(StatusCode::OK, "ok\n"))),
-        (&Method::GET, "/readyz") => (Endpoint::Health, Ok(readyz(app))),
-        (&Method::GET, "/metrics") if app.metrics_on_admin => {
-            (Endpoint::Other, Err(Error::NotFound))
-        }
-        (&Method::GET, "/metrics") => (Endpoint::Metrics, Ok(metrics(app))),
-        (&Method::GET, "/bff/login") => (Endpoint::Login, login::start(app, &req).await),
-        (&Method::GET, "/bff/callback") => (Endpoint::Callback, login::callback(app, &req).await),
-        (&Method::GET, "/bff/user") => (
-            Endpoint::User,
-            if has_csrf_header(&req) {
-                user::get(app, &req).await
-            } else {
-                Err(Error::Csrf)
-            },
-        ),
-        (&Method::GET | &Method::POST, "/bff/logout") => {
-            (Endpoint::Logout, logout::logout(app, &req).await)
-        }
-        (_, "/bff/login" | "/bff/callback" | "/bff/user" | "/bff/logout") => {
-            (Endpoint::Other, Err(Error::MethodNotAllowed))
-        }
-        _ if is_bff => (Endpoint::Other, Err(Error::NotFound)),
-        _ => match app
-            .routes
-            .iter()
-            .zip(&app.route_clients)
-            .enumerate()
-            .find(|(_, (r, _))| proxy::route_matches(&r.prefix, path))
-        {
-            Some((i, (route, client))) => {
-                route_index = Some(i);
-                (
-                    Endpoint::Proxy,
-                    proxy::api(app, req, peer, route, client).await,
-                )
-            }
-            None => (Endpoint::Frontend, frontend::serve(app, req, peer).await),
-        },
-    };
-    let mut response = result.unwrap_or_else(|e| {
-        if matches!(e, Error::Internal(_)) {
-            tracing::error!(error = %e, "internal error");
-        }
-        e.into_response()
-    });
-    if is_bff {
-        let h = response.headers_mut();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-    }
-    app.metrics.request(endpoint, response.status().as_u16());
-    app.metrics.latency(endpoint, started.elapsed());
-    if let Some(i) = route_index {
-        app.metrics.proxied(i, response.status().as_u16());
-    }
-    response
-}
-
-fn readyz(app: &App) -> Response<Body> {
-    if app.is_ready() {
-        reply::text(StatusCode::OK, "ready\n")
-    } else {
-        reply::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
-}
-
-fn metrics(app: &App) -> Response<Body> {
-    let mut r = Response::new(reply::full(app.metrics.render()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
-}
-
-/// Answers one request on the admin listener: `/metrics` and the health endpoints.
-pub fn handle_admin<B>(app: &App, req: &Request<B>) -> Response<Body> {
-    let (endpoint, response) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(app)),
-        (&Method::GET, "/healthz") => (Endpoint::Health, reply::text(StatusCode::OK, "ok\n")),
-        (&Method::GET, "/readyz") => (Endpoint::Health, readyz(app)),
-        _ => (Endpoint::Other, Error::NotFound.into_response()),
-    };
-    app.metrics.request(endpoint, response.status().as_u16());
-    response
 }

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::config::Frontend;
 use crate::error::Error;
+use crate::guard;
 use crate::proxy::{self, ForwardCookies, Peer, Target};
 use crate::reply::{self, Body};
 
@@ -30,9 +31,7 @@ pub async fn serve(
             // Cross-site WebSocket hijacking: a page elsewhere could open the dev server's
             // socket with the browser's cookies. The handshake carries no X-CSRF, but
             // always an Origin (RFC 6455 §4.1).
-            if proxy::is_websocket(&req) && !proxy::same_origin(app, &req) {
-                return Err(Error::Csrf);
-            }
+            guard::websocket(&app.public_origin, &req)?;
             let target = Target {
                 base: url,
                 strip_prefix: None,
@@ -43,7 +42,7 @@ pub async fn serve(
                 // would, except sealgate's cookies.
                 cookies: ForwardCookies::AllButOurs,
             };
-            proxy::forward(app, req, peer, target).await
+            proxy::forward(&app.hop(), req, peer, target).await
         }
         Some(Frontend::StaticDir(dir)) => static_file(dir, &req).await,
     }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::builderstates::WantsSchemes;
@@ -25,13 +24,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
+
+pub use crate::reply::{BoxError, OutBody};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-
-/// Errors of any body, boxed.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
-/// The body type of outbound requests: whole (OIDC calls) or streamed (the proxy).
-pub type OutBody = BoxBody<Bytes, BoxError>;
 
 /// Why an outbound exchange failed. None of these carries a token or a body.
 #[derive(Debug, thiserror::Error)]

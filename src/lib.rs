@@ -9,11 +9,13 @@
 //! `metrics` sit below everything.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod cookies;
 pub mod error;
 pub mod frontend;
+pub mod guard;
 pub mod http_client;
 pub mod jar;
 pub mod keys;
@@ -24,6 +26,7 @@ pub mod oidc;
 pub mod proxy;
 pub mod refresh;
 pub mod reply;
+pub mod router;
 pub mod seal;
 pub mod secret;
 pub mod server;

@@ -10,8 +10,9 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::app::{App, has_csrf_header, is_cross_origin};
+use crate::app::App;
 use crate::error::Error;
+use crate::guard;
 use crate::jar;
 use crate::oidc::now_secs;
 use crate::reply::{self, Body};
@@ -30,7 +31,7 @@ pub async fn logout(
     let loaded = app.load_session(&jar, &ring, now).ok();
 
     let allowed = if is_post {
-        has_csrf_header(req) && !is_cross_origin(app, req)
+        guard::act(&app.public_origin, req).is_ok()
     } else {
         match (&loaded, sid_param(req.uri().query())) {
             (Some(l), Some(sid)) => bool::from(l.session.id.as_bytes().ct_eq(sid.as_bytes())),

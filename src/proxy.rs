@@ -1,8 +1,10 @@
-//! Forwarding to an upstream: the request and the answer stream through without being
-//! buffered, hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1), the browser's
-//! cookies stay home except those a route names (sealgate's own never leave), `Forwarded`
-//! and `X-Forwarded-*` say what sealgate knows rather than what the client claims, and the
-//! access token is added as `Authorization: Bearer` when the route carries one.
+//! The transport: forwarding to an upstream. The request and the answer stream through
+//! without being buffered, hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1), the
+//! browser's cookies stay home except those the caller names (sealgate's own never leave),
+//! `Forwarded` and `X-Forwarded-*` say what sealgate knows rather than what the client
+//! claims, the `Authorization` value is the one the caller gives, upgrades become tunnels
+//! with an idle timeout. Takes what it forwards as arguments (`Hop`, `Target`): it never
+//! sees the shared state and decides no policy (that is `api` and `frontend`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -13,19 +15,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use url::Url;
-use zeroize::Zeroizing;
 
-use crate::app::{App, has_csrf_header, is_cross_origin};
-use crate::config::{Route, TokenMode};
 use crate::cookies::header_pairs;
 use crate::error::Error;
+use crate::guard;
 use crate::http_client::{HttpClient, HttpError};
-use crate::jar::{self, Cookies};
-use crate::oidc::now_secs;
-use crate::refresh::Outcome;
+use crate::jar::Cookies;
 use crate::reply::{self, Body};
-use crate::secret::SecretString;
-use crate::session::AccessState;
 
 /// The client at the other end of a connection, with its `X-Forwarded-For` entry worked
 /// out once per connection rather than once per request, and its `Forwarded` element at
@@ -150,180 +146,43 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Whether a request path belongs to a route prefix, on segment boundaries: `/api` and
-/// `/api/` both match `/api` and `/api/...`, never `/apifoo` or `/api-internal/...`. The
-/// token goes where the route says, not to whatever shares its first letters (the IETF
-/// OAuth 2.0 for Browser-Based Applications draft asks a BFF for strict path routing).
-pub(crate) fn route_matches(prefix: &str, path: &str) -> bool {
-    path.strip_prefix(prefix.trim_end_matches('/'))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+/// What the transport needs from the instance, passed in by the handler: the transport
+/// never sees the shared state.
+#[derive(Debug)]
+pub struct Hop<'a> {
+    /// sealgate's own cookie names: never forwarded, never set by an upstream.
+    pub ours: &'a Cookies,
+    /// What upstreams are told about the request's origin.
+    pub public: &'a Forwarding,
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    pub idle: Duration,
+    /// Turns true at the end of the drain: tunnels still open close then.
+    pub closing: &'a tokio::sync::watch::Sender<bool>,
 }
 
-/// A call to an API route: `X-CSRF: 1` required, the session opened, the access token
-/// refreshed first when it is expired or about to be (once per refresh token, see
-/// `refresh`), then forwarded with `Authorization: Bearer`. When the session was
-/// re-sealed, the new cookies ride on the upstream's answer.
-pub async fn api(
-    app: &App,
-    req: Request<Incoming>,
-    peer: &Peer,
-    route: &Route,
-    client: &HttpClient,
-) -> Result<Response<Body>, Error> {
-    // Browsers cannot put headers on a WebSocket handshake, but they always send Origin
-    // on it: a handshake is served only from the SPA's own origin (cross-site WebSocket
-    // hijacking). Every other call needs X-CSRF: 1.
-    let allowed = if is_websocket(&req) {
-        same_origin(app, &req)
-    } else {
-        has_csrf_header(&req) && !is_cross_origin(app, &req)
-    };
-    if !allowed {
-        return Err(Error::Csrf);
-    }
-    let (bearer, set_cookies) = authorize(app, &req, route.token).await?;
-    let target = Target {
-        base: &route.upstream,
-        strip_prefix: route.strip_prefix.then_some(route.prefix.as_str()),
-        bearer,
-        timeout: route.timeout,
-        client,
-        cookies: ForwardCookies::Named(&route.forward_cookies),
-    };
-    let result = forward(app, req, peer, target).await;
-    match &result {
-        Err(Error::UpstreamTimeout) => app.metrics.upstream_error("timeout"),
-        Err(Error::UpstreamUnavailable(_)) => app.metrics.upstream_error("unavailable"),
-        _ => {}
-    }
-    let mut response = result?;
-    if !set_cookies.is_empty() {
-        reply::set_cookies(&mut response, set_cookies);
-        // A shared cache must never store an answer that sets session cookies.
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    Ok(response)
-}
-
-/// The `Authorization` value to send and the `Set-Cookie` values to add, per the route's
-/// token mode. A session this instance opened recently and that needs nothing but
-/// forwarding comes from `app.sessions`; any other is opened, refreshed or touched here,
-/// and remembered when it needed no write.
-async fn authorize(
-    app: &App,
-    req: &Request<Incoming>,
-    mode: TokenMode,
-) -> Result<(Option<HeaderValue>, Vec<String>), Error> {
-    if mode == TokenMode::None {
-        return Ok((None, Vec::new()));
-    }
-    let jar = app.request_cookies(req);
-    let now = now_secs();
-    let sealed = app.cookies.session.parts(&jar).ok();
-    if let Some(sealed) = &sealed
-        && let Some(bearer) = app.sessions.get(app.ring_id(), sealed.as_slice(), now)
-    {
-        app.metrics.session_cache(true);
-        return Ok((Some(bearer), Vec::new()));
-    }
-    app.metrics.session_cache(false);
-    let ring = app.keys();
-    let mut loaded = match app.load_session(&jar, &ring, now) {
-        Ok(l) => l,
-        Err(_) if mode == TokenMode::Optional => return Ok((None, Vec::new())),
-        Err(e) => return Err(e),
-    };
-    let session = &mut loaded.session;
-    let mut dirty = !loaded.by_primary;
-    let mut refreshed_from = None;
-    match session.access_state(&app.limits, now) {
-        AccessState::Valid => {}
-        AccessState::Dead => {
-            return Err(Error::SessionEnded {
-                reason: "access token expired, no refresh token",
-                clear: app.cookies.clear_session(&jar),
-            });
-        }
-        AccessState::Refresh => match app.refresh(session).await {
-            Outcome::Refreshed(tokens) => {
-                refreshed_from = session.refresh_token.clone();
-                session.access_token = tokens.access_token.clone();
-                session.access_expires_at = tokens.access_expires_at;
-                if let Some(rt) = &tokens.refresh_token {
-                    session.refresh_token = Some(rt.clone());
-                }
-                dirty = true;
-            }
-            Outcome::Fatal => {
-                return Err(Error::SessionEnded {
-                    reason: "refresh token refused",
-                    clear: app.cookies.clear_session(&jar),
-                });
-            }
-            // The provider failed: the session stays, and so does its access token while
-            // it lasts (we are inside `refresh_skew`).
-            Outcome::Transient(_) if session.access_expires_at.is_some_and(|exp| now < exp) => {}
-            Outcome::Transient(_) => return Err(Error::RefreshUnavailable),
-        },
-    }
-    dirty |= session.touch(&app.limits, now);
-    let bearer = bearer_header(&session.access_token)?;
-    let set_cookies = if dirty {
-        jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session).map_err(|e| {
-            match &refreshed_from {
-                // Fresh tokens that cannot be kept: the session stays (see `refresh_unusable`).
-                Some(rt) => {
-                    app.refresh_unusable(rt);
-                    Error::RefreshUnavailable
-                }
-                None => jar::write_failure(e),
-            }
-        })?
-    } else {
-        if let Some(sealed) = &sealed {
-            let until = session.quiet_until(&app.limits).min(loaded.expires_at);
-            app.sessions
-                .insert(ring.id(), sealed.as_slice(), now, until, bearer.clone());
-        }
-        Vec::new()
-    };
-    Ok((Some(bearer), set_cookies))
-}
-
-/// `Bearer <token>` as a header value, marked sensitive (never indexed by HTTP/2 header
-/// compression). Its bytes are zeroized when the last user of the value drops it; what
-/// hyper copies into a connection's write buffer is not (see SECURITY.md).
-pub(crate) fn bearer_header(token: &SecretString) -> Result<HeaderValue, Error> {
-    let mut buf = Zeroizing::new(Vec::with_capacity("Bearer ".len() + token.len()));
-    buf.extend_from_slice(b"Bearer ");
-    buf.extend_from_slice(token.expose().as_bytes());
-    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
-        .map_err(|_| Error::ProviderInvalid("access token is not a valid header value".into()))?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
+/// Streams one request to `target` and its answer back: hop-by-hop headers dropped both
+/// ways, the browser's cookies filtered as `target.cookies` says, `Authorization` replaced
+/// by `target.bearer`, `Forwarded`/`X-Forwarded-*` from `hop.public`; a WebSocket upgrade
+/// becomes a tunnel.
 pub async fn forward(
-    app: &App,
+    hop: &Hop<'_>,
     mut req: Request<Incoming>,
     peer: &Peer,
     target: Target<'_>,
 ) -> Result<Response<Body>, Error> {
-    let websocket = is_websocket(&req);
+    let websocket = guard::is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let uri = upstream_uri(target.base, &parts.uri, target.strip_prefix)?;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    rewrite_cookies(&app.cookies, &mut headers, target.cookies);
+    rewrite_cookies(hop.ours, &mut headers, target.cookies);
     headers.remove(header::AUTHORIZATION);
     if let Some(value) = target.bearer {
         headers.insert(header::AUTHORIZATION, value);
     }
-    set_forwarded(&app.forwarding, &mut headers, peer);
+    set_forwarded(hop.public, &mut headers, peer);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -344,17 +203,17 @@ pub async fn forward(
     if let Some(client_upgrade) = client_upgrade
         && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
     {
-        filter_switch(&app.cookies, response.headers_mut());
+        filter_switch(hop.ours, response.headers_mut());
         return Ok(tunnel(
             client_upgrade,
             response,
-            app.idle_timeout,
-            app.closing(),
+            hop.idle,
+            hop.closing.subscribe(),
         ));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    drop_our_set_cookies(&app.cookies, &mut parts.headers);
+    drop_our_set_cookies(hop.ours, &mut parts.headers);
     Ok(Response::from_parts(parts, reply::boxed(body)))
 }
 
@@ -489,29 +348,6 @@ fn filter_switch(ours: &Cookies, headers: &mut HeaderMap) {
     drop_our_set_cookies(ours, headers);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
-}
-
-/// Whether the request is a WebSocket handshake (RFC 6455 §4.1).
-pub(crate) fn is_websocket<B>(req: &Request<B>) -> bool {
-    let has = |name: header::HeaderName, token: &str| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    req.method() == http::Method::GET
-        && has(header::UPGRADE, "websocket")
-        && has(header::CONNECTION, "upgrade")
-}
-
-/// Whether the request's `Origin` is the SPA's own (the configured public URL).
-pub(crate) fn same_origin<B>(app: &App, req: &Request<B>) -> bool {
-    let ours = app.public_url.origin().ascii_serialization();
-    req.headers()
-        .get(header::ORIGIN)
-        .is_some_and(|o| o.as_bytes() == ours.as_bytes())
 }
 
 /// `base` + the request path (less `strip_prefix`) + the request query. A path with a
@@ -719,24 +555,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn refuses_routes_that_only_share_the_first_letters() {
-        for prefix in ["/api", "/api/"] {
-            for path in ["/api", "/api/", "/api/x", "/api/x/y"] {
-                assert!(route_matches(prefix, path), "{prefix} matches {path}");
-            }
-            for path in ["/apifoo", "/api-internal/x", "/ap", "/", "/x/api/"] {
-                assert!(
-                    !route_matches(prefix, path),
-                    "{prefix} must not match {path}"
-                );
-            }
-        }
-        assert!(route_matches("/", "/anything"));
-        assert!(route_matches("/a/b/", "/a/b"));
-        assert!(!route_matches("/a/b/", "/a/bc"));
     }
 
     #[test]

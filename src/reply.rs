@@ -1,12 +1,18 @@
 //! Building answers: the response body type and small constructors for JSON, redirects and
-//! the short HTML error page. Below the endpoints, beside `error`; knows no request.
+//! the short HTML error page. Below the endpoints, beside `error`, under `http_client` (which sends these bodies);
+//! knows no request and imports nothing of the crate.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::http_client::{BoxError, OutBody};
+/// Errors of any body, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of answers and of outbound requests: whole (OIDC calls, sealgate's own
+/// answers) or streamed (the proxy).
+pub type OutBody = BoxBody<Bytes, BoxError>;
 
 /// The body of every answer sealgate gives.
 pub type Body = OutBody;

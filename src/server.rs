@@ -23,10 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::app::{self, App};
+use crate::app::App;
 use crate::http_client::BoxError;
 use crate::proxy::Peer;
 use crate::reply::Body;
+use crate::router;
 
 /// Largest request head (request line and headers) read: room for a session at the chunk
 /// cap plus the application's own cookies; beyond it hyper answers 431.
@@ -171,9 +172,9 @@ async fn connection(l: Arc<Listening>, stream: Slot<TcpStream>, addr: SocketAddr
             let in_flight = InFlight::start(&activity);
             async move {
                 let response = if admin {
-                    app::handle_admin(&app, &req)
+                    router::handle_admin(&app, &req)
                 } else {
-                    app::handle(&app, req, &peer).await
+                    router::handle(&app, req, &peer).await
                 };
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     body,
