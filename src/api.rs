@@ -88,7 +88,8 @@ async fn authorize(
     }
     app.metrics.session_cache(false);
     let ring = app.keys();
-    let mut loaded = match app.load_session(&jar, &ring, now) {
+    let ctx = app.ctx(&jar, &ring, now);
+    let mut loaded = match app.load_session(&ctx) {
         Ok(l) => l,
         Err(_) if mode == TokenMode::Optional => return Ok((None, Vec::new())),
         Err(e) => return Err(e),
@@ -129,7 +130,7 @@ async fn authorize(
     dirty |= session.touch(&app.limits, now);
     let bearer = bearer_header(&session.access_token)?;
     let set_cookies = if dirty {
-        jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, session).map_err(|e| {
+        ctx.write_session(session).map_err(|e| {
             match &refreshed_from {
                 // Fresh tokens that cannot be kept: the session stays (see `refresh_unusable`).
                 Some(rt) => {

@@ -417,19 +417,30 @@ impl App {
         );
     }
 
-    /// Opens the session, counting the reason when there is none.
-    pub fn load_session(
-        &self,
-        jar: &RequestCookies<'_>,
-        ring: &KeyRing,
+    /// The cookie context of one request: its cookies, the ring read once, the time.
+    pub fn ctx<'a>(
+        &'a self,
+        jar: &'a RequestCookies<'a>,
+        ring: &'a KeyRing,
         now: u64,
-    ) -> Result<Loaded, Error> {
-        jar::load(jar, ring, &self.cookies, &self.limits, now).map_err(|reason| {
-            self.metrics.rejected(reason);
-            if reason != "missing" {
-                tracing::info!(reason, "session cookie refused");
+    ) -> jar::Ctx<'a> {
+        jar::Ctx {
+            jar,
+            ring,
+            cookies: &self.cookies,
+            limits: &self.limits,
+            now,
+        }
+    }
+
+    /// Opens the session, counting the reason when there is none.
+    pub fn load_session(&self, ctx: &jar::Ctx<'_>) -> Result<Loaded, Error> {
+        ctx.load().map_err(|reason| {
+            self.metrics.rejected(reason.as_str());
+            if reason != jar::Rejected::Missing {
+                tracing::info!(reason = reason.as_str(), "session cookie refused");
             }
-            Error::LoginRequired(reason)
+            Error::LoginRequired(reason.as_str())
         })
     }
 }

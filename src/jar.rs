@@ -104,6 +104,130 @@ impl Cookies {
     }
 }
 
+/// Why a request has no session: logged, and counted in
+/// `sealgate_sessions_rejected_total{reason}`. An enum, so that a new reason is a decision
+/// the compiler asks for, never a typo counted as `invalid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// No session cookie at all.
+    Missing,
+    /// Authentic, past its sealed expiry.
+    Expired,
+    /// Sealed under a key the ring no longer holds.
+    UnknownKey,
+    /// Chunks missing, mixed or tampered with.
+    Invalid,
+    /// Opened, but the payload does not decode.
+    Undecodable,
+    /// Past the absolute limit from login.
+    Absolute,
+    /// Unused for longer than the idle limit.
+    Idle,
+    /// Timestamps in the future.
+    Future,
+    /// The session opened, its profile cookie did not.
+    Profile,
+}
+
+impl Rejected {
+    /// Every reason, for metrics and tests.
+    pub const ALL: [Rejected; 9] = [
+        Rejected::Missing,
+        Rejected::Expired,
+        Rejected::UnknownKey,
+        Rejected::Invalid,
+        Rejected::Undecodable,
+        Rejected::Absolute,
+        Rejected::Idle,
+        Rejected::Future,
+        Rejected::Profile,
+    ];
+
+    /// The label in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejected::Missing => "missing",
+            Rejected::Expired => "expired",
+            Rejected::UnknownKey => "unknown_key",
+            Rejected::Invalid => "invalid",
+            Rejected::Undecodable => "undecodable",
+            Rejected::Absolute => "absolute",
+            Rejected::Idle => "idle",
+            Rejected::Future => "future",
+            Rejected::Profile => "profile",
+        }
+    }
+}
+
+impl From<ReadError> for Rejected {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Missing => Rejected::Missing,
+            ReadError::Expired => Rejected::Expired,
+            ReadError::UnknownKey => Rejected::UnknownKey,
+            ReadError::Invalid => Rejected::Invalid,
+        }
+    }
+}
+
+/// What every read or write of sealgate's cookies within one request needs: the request's
+/// cookies, the key ring, the cookie specs, the session policy and the time. Built once
+/// per request by the handler, so no call repeats the five of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    pub jar: &'a RequestCookies<'a>,
+    pub ring: &'a KeyRing,
+    pub cookies: &'a Cookies,
+    pub limits: &'a Limits,
+    pub now: u64,
+}
+
+impl Ctx<'_> {
+    /// `load`: the session, within its limits.
+    pub fn load(&self) -> Result<Loaded, Rejected> {
+        load(self.jar, self.ring, self.cookies, self.limits, self.now)
+    }
+
+    /// `open_profile`: the profile of `session`.
+    pub fn open_profile(&self, session: &Session) -> Result<LoadedProfile, ReadError> {
+        open_profile(self.jar, self.ring, self.cookies, session, self.now)
+    }
+
+    /// `load_profile`: the profile of `session`, if it opens.
+    pub fn load_profile(&self, session: &Session) -> Option<Profile> {
+        load_profile(self.jar, self.ring, self.cookies, session, self.now)
+    }
+
+    /// `write_session`: `Set-Cookie` values storing `session`.
+    pub fn write_session(&self, session: &Session) -> Result<Vec<String>, WriteError> {
+        write_session(
+            self.jar,
+            self.ring,
+            self.cookies,
+            self.limits,
+            self.now,
+            session,
+        )
+    }
+
+    /// `write_profile`: `Set-Cookie` values storing `profile` of `session`.
+    pub fn write_profile(
+        &self,
+        session: &Session,
+        profile: &Profile,
+    ) -> Result<Vec<String>, WriteError> {
+        write_profile(
+            self.jar,
+            self.ring,
+            self.cookies,
+            self.limits,
+            self.now,
+            session,
+            profile,
+        )
+    }
+}
+
 /// A session that opened and is within its limits.
 #[derive(Debug)]
 pub struct Loaded {
@@ -121,16 +245,16 @@ pub fn load(
     cookies: &Cookies,
     limits: &Limits,
     now: u64,
-) -> Result<Loaded, &'static str> {
+) -> Result<Loaded, Rejected> {
     let opened = cookies
         .session
         .open(jar, ring, now)
-        .map_err(ReadError::as_str)?;
-    let session = Session::from_bytes(opened.payload()).map_err(|_| "undecodable")?;
+        .map_err(Rejected::from)?;
+    let session = Session::from_bytes(opened.payload()).map_err(|_| Rejected::Undecodable)?;
     session.check(limits, now).map_err(|e| match e {
-        crate::session::Ended::Absolute => "absolute",
-        crate::session::Ended::Idle => "idle",
-        crate::session::Ended::Future => "future",
+        crate::session::Ended::Absolute => Rejected::Absolute,
+        crate::session::Ended::Idle => Rejected::Idle,
+        crate::session::Ended::Future => Rejected::Future,
     })?;
     Ok(Loaded {
         session,
@@ -227,6 +351,20 @@ pub fn write_profile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rejection_is_counted_under_its_own_label() {
+        for reason in Rejected::ALL {
+            let m = crate::metrics::Metrics::new(Vec::new());
+            m.rejected(reason.as_str());
+            let text = m.render();
+            let line = text
+                .lines()
+                .find(|l| l.contains(&format!("reason=\"{}\"", reason.as_str())))
+                .unwrap_or_else(|| panic!("{reason:?} has no series"));
+            assert!(line.ends_with(" 1"), "{reason:?} counted elsewhere: {line}");
+        }
+    }
 
     #[test]
     fn transaction_cookies_are_named_by_state_and_found_again() {

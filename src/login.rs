@@ -217,16 +217,14 @@ async fn complete(
         created_at: now,
         last_seen: now,
     };
-    let mut set = jar::write_session(jar, &ring, &app.cookies, &app.limits, now, &session)
-        .map_err(jar::write_failure)?;
+    let ctx = app.ctx(jar, &ring, now);
+    let mut set = ctx.write_session(&session).map_err(jar::write_failure)?;
     let profile = Profile {
         session_id: session.id.clone(),
         id_token: Some(tokens.id_token),
         claims: tokens.claims,
     };
-    set.extend(write_profile_within_cap(
-        app, jar, &ring, now, &session, profile,
-    )?);
+    set.extend(write_profile_within_cap(&ctx, &session, profile)?);
     let mut response = reply::redirect(StatusCode::FOUND, &tx.return_to);
     reply::set_cookies(&mut response, set);
     tracing::info!("login completed");
@@ -237,15 +235,11 @@ async fn complete(
 /// ID token (logout then names the client instead of hinting the token), then every
 /// claim but `sub` and `sid`. Never cookies the browser would refuse.
 fn write_profile_within_cap(
-    app: &App,
-    jar: &RequestCookies<'_>,
-    ring: &crate::keys::KeyRing,
-    now: u64,
+    ctx: &jar::Ctx<'_>,
     session: &Session,
     mut profile: Profile,
 ) -> Result<Vec<String>, Error> {
-    let write =
-        |p: &Profile| jar::write_profile(jar, ring, &app.cookies, &app.limits, now, session, p);
+    let write = |p: &Profile| ctx.write_profile(session, p);
     match write(&profile) {
         Err(WriteError::TooManyChunks { .. }) => {}
         other => return other.map_err(jar::write_failure),

@@ -13,7 +13,6 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::error::Error;
 use crate::guard;
-use crate::jar;
 use crate::oidc::now_secs;
 use crate::reply::{self, Body};
 
@@ -28,7 +27,8 @@ pub async fn logout(
     let ring = app.keys();
     let now = now_secs();
     let is_post = req.method() == Method::POST;
-    let loaded = app.load_session(&jar, &ring, now).ok();
+    let ctx = app.ctx(&jar, &ring, now);
+    let loaded = app.load_session(&ctx).ok();
 
     let allowed = if is_post {
         guard::act(&app.public_origin, req).is_ok()
@@ -46,7 +46,7 @@ pub async fn logout(
 
     let mut target = "/".to_owned();
     if let Some(loaded) = &loaded {
-        let profile = jar::load_profile(&jar, &ring, &app.cookies, &loaded.session, now);
+        let profile = ctx.load_profile(&loaded.session);
         if let Ok(provider) = app.provider_now() {
             if let Some(rt) = &loaded.session.refresh_token {
                 match tokio::time::timeout(REVOKE_TIMEOUT, provider.revoke(rt)).await {

@@ -21,39 +21,33 @@ pub async fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Resp
     let jar = app.request_cookies(req);
     let ring = app.keys();
     let now = now_secs();
-    let mut loaded = app.load_session(&jar, &ring, now)?;
-    let (profile, reseal_profile) =
-        match jar::open_profile(&jar, &ring, &app.cookies, &loaded.session, now) {
-            Ok(LoadedProfile {
-                profile,
-                by_primary,
-            }) => (profile, !by_primary),
-            // The profile rides on `Path=/bff/` only: an SPA that called nothing but its API
-            // after a promotion had its session re-sealed under the new primary and its
-            // profile not, and the old key has since been retired. The session is authentic,
-            // the profile only derived from it: rebuild it rather than end the session.
-            Err(ReadError::UnknownKey) => {
-                tracing::info!("profile cookie under a retired key; rebuilt from the session");
-                (rebuild_profile(app, &loaded.session).await, true)
-            }
-            Err(ReadError::Missing | ReadError::Expired | ReadError::Invalid) => {
-                return Err(Error::LoginRequired("profile"));
-            }
-        };
+    let ctx = app.ctx(&jar, &ring, now);
+    let mut loaded = app.load_session(&ctx)?;
+    let (profile, reseal_profile) = match ctx.open_profile(&loaded.session) {
+        Ok(LoadedProfile {
+            profile,
+            by_primary,
+        }) => (profile, !by_primary),
+        // The profile rides on `Path=/bff/` only: an SPA that called nothing but its API
+        // after a promotion had its session re-sealed under the new primary and its
+        // profile not, and the old key has since been retired. The session is authentic,
+        // the profile only derived from it: rebuild it rather than end the session.
+        Err(ReadError::UnknownKey) => {
+            tracing::info!("profile cookie under a retired key; rebuilt from the session");
+            (rebuild_profile(app, &loaded.session).await, true)
+        }
+        Err(ReadError::Missing | ReadError::Expired | ReadError::Invalid) => {
+            return Err(Error::LoginRequired(jar::Rejected::Profile.as_str()));
+        }
+    };
     let mut set = Vec::new();
     if loaded.session.touch(&app.limits, now) || !loaded.by_primary {
-        set = jar::write_session(&jar, &ring, &app.cookies, &app.limits, now, &loaded.session)
+        set = ctx
+            .write_session(&loaded.session)
             .map_err(jar::write_failure)?;
     }
     if reseal_profile {
-        set.extend(write_profile(
-            app,
-            &jar,
-            &ring,
-            now,
-            &loaded.session,
-            &profile,
-        )?);
+        set.extend(write_profile(&ctx, &loaded.session, &profile)?);
     }
     let s = &loaded.session;
     let body = json!({
@@ -99,15 +93,11 @@ async fn rebuild_profile(app: &App, session: &Session) -> Profile {
 /// The profile re-sealed under the primary; when its claims no longer fit the chunk cap
 /// (userinfo grew), only `sub` and `sid` are kept, as at login.
 fn write_profile(
-    app: &App,
-    jar: &crate::cookies::RequestCookies<'_>,
-    ring: &crate::keys::KeyRing,
-    now: u64,
+    ctx: &jar::Ctx<'_>,
     session: &Session,
     profile: &Profile,
 ) -> Result<Vec<String>, Error> {
-    let write =
-        |p: &Profile| jar::write_profile(jar, ring, &app.cookies, &app.limits, now, session, p);
+    let write = |p: &Profile| ctx.write_profile(session, p);
     match write(profile) {
         Err(WriteError::TooManyChunks { .. }) => {}
         other => return other.map_err(jar::write_failure),
