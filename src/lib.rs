@@ -3,10 +3,11 @@
 //! The browser never holds a token: sealgate keeps them in sealed (XChaCha20-Poly1305),
 //! chunked, `HttpOnly` cookies that any instance holding the key ring can open.
 //!
-//! Dependencies point one way: `server` -> `app` -> {`login`, `logout`, `user`,
-//! `frontend`, `proxy`} -> {`oidc`, `jar`} -> {`session`, `cookies`} -> `seal` -> `keys`,
-//! with `http_client` under `oidc` and `proxy`; `config`, `error`, `reply`, `secret` and
-//! `metrics` sit below everything.
+//! Dependencies point one way (README "Layout"; `tests/module_graph.rs` checks it):
+//! `server` -> `router` -> the handlers (`login`, `user`, `logout`, `api`, `frontend`) ->
+//! {`app` (the shared state), `guard`, `jar`, `oidc`, `proxy` (the transport)} ->
+//! {`session`, `cookies`, `session_cache`, `refresh`} -> {`seal`, `keys`, `http_client`} ->
+//! {`config`, `error`, `reply`, `secret`, `clock`}; `metrics` and `tls` beside them.
 #![forbid(unsafe_code)]
 
 pub mod api;
