@@ -16,6 +16,7 @@ pub mod error;
 pub mod frontend;
 pub mod http_client;
 pub mod jar;
+pub mod key_admin;
 pub mod keys;
 pub mod login;
 pub mod logout;
