@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod session_cache;
+pub mod sync;
 pub mod tls;
 pub mod user;
 
