@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod frontend;
 pub mod guard;
 pub mod http_client;
 pub mod jar;
+pub mod key_admin;
 pub mod keys;
 pub mod login;
 pub mod logout;
@@ -33,6 +35,7 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod session_cache;
+pub mod sync;
 pub mod tls;
 pub mod user;
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sealgate::config::{Config, ENV_CONFIG_FILE, KeySource};
-use sealgate::keys::{self, KeyError, KeyRing, ModePolicy};
+use sealgate::key_admin;
+use sealgate::keys::{KeyError, KeyRing, ModePolicy};
 
 #[derive(Parser)]
 #[command(
@@ -294,19 +295,19 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Serve { .. } | Command::Check { .. } => Ok(()),
         Command::Keygen {
             ring_entry: true, ..
-        } => print(&mut out, &keys::keygen_ring_entry()?),
+        } => print(&mut out, &key_admin::keygen_ring_entry()?),
         Command::Keygen { dir, .. } => {
             let dir = dir.ok_or_else(|| Failure {
                 status: 2,
                 message: "keygen needs --dir DIR (or --ring-entry)".into(),
             })?;
-            print(&mut out, &keys::keygen(&dir)?)
+            print(&mut out, &key_admin::keygen(&dir)?)
         }
         Command::Keys(KeysCommand::List {
             dir,
             allow_group_read,
         }) => {
-            let (kids, primary) = keys::list(&dir)?;
+            let (kids, primary) = key_admin::list(&dir)?;
             for kid in &kids {
                 let mark = if primary.as_deref() == Some(kid) {
                     "\tprimary"
@@ -323,14 +324,14 @@ fn run(command: Command) -> Result<(), Failure> {
             kid,
             allow_group_read,
         }) => {
-            keys::promote(&dir, &kid, policy(allow_group_read))?;
+            key_admin::promote(&dir, &kid, policy(allow_group_read))?;
             print(
                 &mut out,
                 &format!("{kid} is now the primary key of {}", dir.display()),
             )
         }
         Command::Keys(KeysCommand::Retire { dir, kid }) => {
-            keys::retire(&dir, &kid)?;
+            key_admin::retire(&dir, &kid)?;
             print(&mut out, &format!("{kid} retired from {}", dir.display()))
         }
     }

@@ -6,30 +6,13 @@
     reason = "tests fail loudly by design"
 )]
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn sealgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(args)
-        .output()
-        .expect("run sealgate")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_owned()
-}
-
-fn keygen(dir: &Path) -> String {
-    let out = sealgate(&["keygen", "--dir", dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout(&out)
-}
+use common::{keygen, run as sealgate, stderr, stdout};
 
 #[test]
 fn keygen_creates_a_private_primary_key_in_a_new_folder() {

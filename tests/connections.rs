@@ -12,10 +12,10 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, keygen, wait_until, write_config};
+use common::{Instance, exchange, free_port, upstream, wait_until};
 
 /// The server's head timeout (a constant in `server.rs`).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,28 +27,13 @@ const SLACK: Duration = Duration::from_secs(3);
 /// The HTTP/2 client connection preface (RFC 9113 §3.4) and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
-/// A started server and what it needs, stopped when dropped.
-struct Running {
-    _tmp: tempfile::TempDir,
-    server: Server,
-    port: u16,
-}
-
-fn start(extra: &str) -> Running {
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    keygen(&keys);
-    let port = free_port();
-    let config = write_config(tmp.path(), port, &keys, extra);
-    let server = Server::start(&config, None);
-    wait_until("the server", || get(port, "/healthz").is_ok());
+/// A started server, its slots free again after the probe that waited for it.
+fn start(extra: &str) -> Instance {
+    let run = Instance::start(extra);
+    wait_until("the server", || get(run.port, "/healthz").is_ok());
     // The probes' slots are given back as their sockets close.
     std::thread::sleep(Duration::from_millis(200));
-    Running {
-        _tmp: tmp,
-        server,
-        port,
-    }
+    run
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -63,15 +48,8 @@ fn get(port: u16, path: &str) -> std::io::Result<String> {
 }
 
 fn get_within(port: u16, path: &str, within: Duration) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(within))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    exchange(port, request.as_bytes(), within)
 }
 
 /// Reads until the peer closes (EOF or reset) and returns how long that took; fails when it
@@ -212,33 +190,25 @@ fn exits_on_sigterm_with_every_slot_held() {
 
 /// An upstream that answers every request with a WebSocket 101 and then echoes.
 fn echo_websocket_upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let _ = s.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-                );
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
+    upstream(|mut s| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
         }
-    });
-    port
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 fn websocket_config(max_connections: usize, extra: &str) -> String {

@@ -11,13 +11,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{free_port, keygen, write_config};
+use common::{
+    exchange_lossy, free_port, head_and_body, keygen, metric, now, run_ok, status_code, wait_until,
+    write_config,
+};
 
 use sealgate::config::SameSite;
 use sealgate::cookies::RequestCookies;
@@ -38,12 +39,7 @@ struct Running {
 }
 
 fn keys_cmd(args: &[&str]) {
-    let out = common::bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(args);
 }
 
 fn start(dir: &Path, tmp: &Path) -> Running {
@@ -52,57 +48,20 @@ fn start(dir: &Path, tmp: &Path) -> Running {
     let config = write_config(tmp, port, dir, "[cookies]\nsecure = false\n");
     let log = tmp.join("sealgate.log");
     let server = common::Server::start(&config, Some(&log));
-    wait_for(|| get(port, "/healthz", None).0 == 200, "healthz");
+    wait_until("healthz", || get(port, "/healthz", None).0 == 200);
     Running { server, port, log }
 }
 
 /// A minimal HTTP/1.1 GET: (status, body).
 fn get(port: u16, path: &str, cookie: Option<&str>) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cookie = cookie
         .map(|c| format!("Cookie: {c}\r\n"))
         .unwrap_or_default();
-    write!(
-        s,
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\n{cookie}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn metric(port: u16, line: &str) -> u64 {
-    let (_, body) = get(port, "/metrics", None);
-    body.lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    );
+    let text = exchange_lossy(port, request.as_bytes(), Duration::from_secs(5));
+    (status_code(&text), head_and_body(&text).1.to_owned())
 }
 
 /// A session of `sub` and its profile, as a login writes them.
@@ -171,24 +130,19 @@ impl Jar {
 
     /// `GET /bff/user` with this jar, taking its `Set-Cookie` answers: (status, body).
     fn user(&mut self, port: u16) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
+        let request = format!(
             "GET /bff/user HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\nCookie: {}\r\nConnection: close\r\n\r\n",
             self.header()
-        )
-        .unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        );
+        let text = exchange_lossy(port, request.as_bytes(), Duration::from_secs(5));
+        let (head, body) = head_and_body(&text);
         let set: Vec<String> = head
             .lines()
             .filter_map(|l| l.strip_prefix("set-cookie: "))
             .map(str::to_owned)
             .collect();
         self.apply(&set);
-        (head.get(9..12).unwrap().parse().unwrap(), body.to_owned())
+        (status_code(head), body.to_owned())
     }
 }
 
@@ -207,7 +161,7 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
 
     // Phase 1: a new key joins (not primary); this instance picks it up by itself.
     let new = keygen(&dir);
-    wait_for(|| metric(port, RELOAD_OK) >= 1, "reload after keygen");
+    wait_until("reload after keygen", || metric(port, RELOAD_OK) >= 1);
     // Another instance that already promoted the new key seals with it: we open it.
     let other = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(&dir).unwrap() {
@@ -230,7 +184,7 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
 
     // Phase 2: promote here too; both keys still open.
     keys_cmd(&["keys", "promote", "--dir", dir.to_str().unwrap(), &new]);
-    wait_for(|| metric(port, RELOAD_OK) >= 2, "reload after promote");
+    wait_until("reload after promote", || metric(port, RELOAD_OK) >= 2);
     assert_eq!(get(port, "/bff/user", Some(&under_old)).0, 200);
     assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
 
@@ -242,7 +196,7 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    wait_for(|| metric(port, RELOAD_FAILED) >= 1, "refused reload");
+    wait_until("refused reload", || metric(port, RELOAD_FAILED) >= 1);
     let log = std::fs::read_to_string(&server.log).unwrap();
     assert!(
         log.contains("key ring reload refused") && log.contains("broken.key"),
@@ -251,14 +205,13 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
     assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
     assert_eq!(get(port, "/bff/user", Some(&under_old)).0, 200);
     std::fs::remove_file(&bad).unwrap();
-    wait_for(|| metric(port, RELOAD_OK) >= 3, "reload after the fix");
+    wait_until("reload after the fix", || metric(port, RELOAD_OK) >= 3);
 
     // Retire the old key: its cookies no longer open; the new ones do.
     keys_cmd(&["keys", "retire", "--dir", dir.to_str().unwrap(), &old]);
-    wait_for(
-        || get(port, "/bff/user", Some(&under_old)).0 == 401,
-        "retired key refused",
-    );
+    wait_until("retired key refused", || {
+        get(port, "/bff/user", Some(&under_old)).0 == 401
+    });
     assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
 
     // SIGHUP reloads on demand.
@@ -271,7 +224,7 @@ fn rotation_by_folder_changes_and_sighup_never_refuses_a_valid_cookie() {
             .unwrap()
             .success()
     );
-    wait_for(|| metric(port, RELOAD_OK) > before, "reload on SIGHUP");
+    wait_until("reload on SIGHUP", || metric(port, RELOAD_OK) > before);
     assert!(
         std::fs::read_to_string(&server.log)
             .unwrap()
@@ -314,14 +267,13 @@ fn retries_a_refused_reload_when_only_the_mode_was_fixed() {
     std::fs::copy(other.join(&name), &staged).unwrap();
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::rename(&staged, dir.join(&name)).unwrap();
-    wait_for(|| metric(port, RELOAD_FAILED) >= 1, "refused reload");
+    wait_until("refused reload", || metric(port, RELOAD_FAILED) >= 1);
     assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 401);
 
     std::fs::set_permissions(dir.join(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
-    wait_for(
-        || metric(port, RELOAD_OK) >= 1,
-        "reload retried after the fix",
-    );
+    wait_until("reload retried after the fix", || {
+        metric(port, RELOAD_OK) >= 1
+    });
     assert_eq!(get(port, "/bff/user", Some(&under_new)).0, 200);
     let log = std::fs::read_to_string(&server.log).unwrap();
     assert!(log.contains("why=\"retry of a refused reload\""), "{log}");
@@ -340,10 +292,9 @@ fn logs_a_folder_left_broken_once_and_counts_every_retry() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    wait_for(
-        || metric(server.port, RELOAD_FAILED) >= 2,
-        "a retry counted",
-    );
+    wait_until("a retry counted", || {
+        metric(server.port, RELOAD_FAILED) >= 2
+    });
     let log = std::fs::read_to_string(&server.log).unwrap();
     assert_eq!(
         log.matches("key ring reload refused").count(),
@@ -368,9 +319,9 @@ fn keeps_the_profile_when_the_old_key_is_retired_after_a_promotion() {
     bob.apply(&seal(&dir, &session, Some(&profile)));
 
     let new = keygen(&dir);
-    wait_for(|| metric(port, RELOAD_OK) >= 1, "reload after keygen");
+    wait_until("reload after keygen", || metric(port, RELOAD_OK) >= 1);
     keys_cmd(&["keys", "promote", "--dir", dir.to_str().unwrap(), &new]);
-    wait_for(|| metric(port, RELOAD_OK) >= 2, "reload after promote");
+    wait_until("reload after promote", || metric(port, RELOAD_OK) >= 2);
     // Alice's SPA asks /bff/user: both her cookies move to the new primary.
     assert_eq!(alice.user(port).0, 200);
     // Bob's SPA only calls its API, which re-seals the session (Path=/) under the new
@@ -379,7 +330,7 @@ fn keeps_the_profile_when_the_old_key_is_retired_after_a_promotion() {
 
     // Emergency: the old key is retired without waiting for sessions to end.
     keys_cmd(&["keys", "retire", "--dir", dir.to_str().unwrap(), &old]);
-    wait_for(|| metric(port, RELOAD_OK) >= 3, "reload after retire");
+    wait_until("reload after retire", || metric(port, RELOAD_OK) >= 3);
     let (status, body) = alice.user(port);
     assert_eq!(status, 200, "{body}");
     let (status, body) = bob.user(port);

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, keygen, write_config};
+use common::{Instance, Server, exchange_lossy, wait_until};
 
 /// Sends raw bytes, returns the status line (or "" when the server just closed).
 fn raw(port: u16, bytes: &[u8]) -> String {
@@ -21,33 +21,20 @@ fn raw(port: u16, bytes: &[u8]) -> String {
 
 /// Sends raw bytes, returns everything the server answered until it closed.
 fn raw_all(port: u16, bytes: &[u8]) -> String {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    exchange_lossy(port, bytes, Duration::from_secs(5))
 }
 
 fn start() -> (tempfile::TempDir, Server, u16) {
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    keygen(&keys);
-    let port = free_port();
-    let config = write_config(tmp.path(), port, &keys, "");
-    let server = Server::start(&config, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !raw(
-        port,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .contains("200")
-    {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Instance {
+        server, port, tmp, ..
+    } = Instance::start("");
+    wait_until("the server", || {
+        raw(
+            port,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .contains("200")
+    });
     (tmp, server, port)
 }
 

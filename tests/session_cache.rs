@@ -12,12 +12,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Server, free_port, keygen, wait_until, write_config};
+use common::{
+    Instance, exchange_lossy, head_and_body, keygen, metric, now, status_code, upstream, wait_until,
+};
 use sealgate::config::SameSite;
 use sealgate::cookies::RequestCookies;
 use sealgate::jar::{self, Cookies};
@@ -34,41 +36,26 @@ const HIT: &str = "sealgate_session_cache_total{result=\"hit\"}";
 const MISS: &str = "sealgate_session_cache_total{result=\"miss\"}";
 const RELOAD_OK: &str = "sealgate_key_reloads_total{outcome=\"ok\"}";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// An upstream that answers every request with the `Authorization` value it received.
 fn echo_upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut auth = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.strip_prefix("authorization: ") {
-                        auth = v.trim_end().to_owned();
-                    }
-                }
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}",
-                    auth.len()
-                );
-            });
+    upstream(|mut stream: TcpStream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut auth = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("authorization: ") {
+                auth = v.trim_end().to_owned();
+            }
         }
-    });
-    port
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}",
+            auth.len()
+        );
+    })
 }
 
 struct Answer {
@@ -78,31 +65,18 @@ struct Answer {
 }
 
 fn call(port: u16, path: &str, cookie: &str) -> Answer {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    );
+    let text = exchange_lossy(port, request.as_bytes(), Duration::from_secs(10));
+    let (head, body) = head_and_body(&text);
     Answer {
-        status: head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+        status: status_code(head),
         set_cookie: head
             .to_ascii_lowercase()
             .contains("\r\nset-cookie: sealgate.0="),
         body: body.to_owned(),
     }
-}
-
-fn metric(port: u16, name: &str) -> u64 {
-    call(port, "/metrics", "")
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The session cookie header for `session`, sealed with the folder's ring as it is now.
@@ -160,34 +134,18 @@ fn tamper(cookie: &str, name: &str) -> String {
         .join("; ")
 }
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    server: Server,
-    port: u16,
-}
-
-fn start(session_toml: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("keys");
-    keygen(&dir);
+fn start(session_toml: &str) -> Instance {
     let up = echo_upstream();
-    let port = free_port();
     let extra = format!(
         "[cookies]\nsecure = false\n[session]\n{session_toml}\n\
          [[routes]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:{up}\"\n"
     );
-    let config = write_config(tmp.path(), port, &dir, &extra);
-    let server = Server::start(&config, None);
+    let run = Instance::start(&extra);
+    let port = run.port;
     wait_until("healthz", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok() && metric(port, MISS) == 0
     });
-    Setup {
-        _tmp: tmp,
-        dir,
-        server,
-        port,
-    }
+    run
 }
 
 #[test]
@@ -195,7 +153,7 @@ fn a_cached_session_is_served_only_for_its_exact_value_and_under_its_key_ring() 
     let s = start("");
     let port = s.port;
     let t = token('x');
-    let cookie = seal(&s.dir, &session(&t));
+    let cookie = seal(&s.keys, &session(&t));
     assert_eq!(
         cookie.matches("sealgate.").count(),
         2,
@@ -235,9 +193,9 @@ fn a_cached_session_is_served_only_for_its_exact_value_and_under_its_key_ring() 
 
     // Promote a new key, then retire the one the session was sealed with: from the reload
     // that drops the old key on, the cached session is refused.
-    let old = std::fs::read_to_string(s.dir.join("primary")).unwrap();
-    let new = keygen(&s.dir);
-    let dir = s.dir.to_str().unwrap();
+    let old = std::fs::read_to_string(s.keys.join("primary")).unwrap();
+    let new = keygen(&s.keys);
+    let dir = s.keys.to_str().unwrap();
     for args in [
         ["keys", "promote", "--dir", dir, &new],
         ["keys", "retire", "--dir", dir, old.trim()],
@@ -265,7 +223,7 @@ fn a_cached_session_is_served_only_for_its_exact_value_and_under_its_key_ring() 
         "a session cached under the retired key is refused"
     );
     assert_eq!(
-        call(port, "/api/f", &seal(&s.dir, &session(&t))).status,
+        call(port, "/api/f", &seal(&s.keys, &session(&t))).status,
         200,
         "a session under the new key opens"
     );
@@ -280,7 +238,7 @@ fn calls_that_need_a_touch_or_a_refresh_never_come_from_the_cache() {
     let mut stale = session(&token('y'));
     stale.last_seen -= 400;
     stale.created_at -= 400;
-    let cookie = seal(&s.dir, &stale);
+    let cookie = seal(&s.keys, &stale);
     for _ in 0..2 {
         let a = call(port, "/api/a", &cookie);
         assert_eq!(a.status, 200);
@@ -290,14 +248,14 @@ fn calls_that_need_a_touch_or_a_refresh_never_come_from_the_cache() {
     // the current token while it lasts, each call trying (or backing off) the refresh.
     let mut due = session(&token('z'));
     due.access_expires_at = Some(now() + 30);
-    let cookie = seal(&s.dir, &due);
+    let cookie = seal(&s.keys, &due);
     for _ in 0..2 {
         assert_eq!(call(port, "/api/a", &cookie).status, 200);
     }
     // Expired, and the provider down: 503 each time.
     let mut expired = session(&token('x'));
     expired.access_expires_at = Some(now() - 1);
-    let cookie = seal(&s.dir, &expired);
+    let cookie = seal(&s.keys, &expired);
     for _ in 0..2 {
         assert_eq!(call(port, "/api/a", &cookie).status, 503);
     }
@@ -307,7 +265,7 @@ fn calls_that_need_a_touch_or_a_refresh_never_come_from_the_cache() {
 #[test]
 fn cache_entries_0_disables_the_cache() {
     let s = start("cache_entries = 0");
-    let cookie = seal(&s.dir, &session(&token('w')));
+    let cookie = seal(&s.keys, &session(&token('w')));
     for _ in 0..3 {
         assert_eq!(call(s.port, "/api/a", &cookie).status, 200);
     }

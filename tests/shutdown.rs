@@ -9,56 +9,40 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Server, free_port, keygen, wait_until, write_config};
+use common::{Instance, exchange, upstream, wait_until};
 
 /// An upstream that answers every request after `delay`.
 fn slow_upstream(delay: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                std::thread::sleep(delay);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone",
-                );
-            });
-        }
-    });
-    port
+    upstream(move |mut stream| {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        std::thread::sleep(delay);
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone");
+    })
 }
 
 fn request(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n");
+    exchange(port, request.as_bytes(), Duration::from_secs(10))
 }
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_0() {
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    keygen(&keys);
     let upstream = slow_upstream(Duration::from_millis(1500));
-    let port = free_port();
     let routes = format!(
         "[server]\ndrain_timeout = \"5s\"\n\
          [[routes]]\nprefix = \"/public/\"\nupstream = \"http://127.0.0.1:{upstream}\"\ntoken = \"none\"\n"
     );
-    let config = write_config(tmp.path(), port, &keys, &routes);
-    let mut server = Server::start(&config, None);
+    let Instance {
+        mut server,
+        port,
+        tmp: _tmp,
+        ..
+    } = Instance::start(&routes);
     wait_until("the server", || request(port, "/healthz").is_ok());
 
     let in_flight = std::thread::spawn(move || request(port, "/public/slow"));
@@ -79,17 +63,12 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
 
 #[test]
 fn shutdown_delay_keeps_accepting_with_readyz_503_then_stops() {
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    keygen(&keys);
-    let port = free_port();
-    let config = write_config(
-        tmp.path(),
+    let Instance {
+        mut server,
         port,
-        &keys,
-        "[server]\nshutdown_delay = \"1500ms\"\n",
-    );
-    let mut server = Server::start(&config, None);
+        tmp: _tmp,
+        ..
+    } = Instance::start("[server]\nshutdown_delay = \"1500ms\"\n");
     wait_until("the server", || request(port, "/healthz").is_ok());
     server.terminate();
     std::thread::sleep(Duration::from_millis(300));

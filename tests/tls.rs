@@ -13,11 +13,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, keygen, write_config};
+use common::{Server, free_port, keygen, openssl, wait_until, write_config};
 
+/// A self-signed certificate for 127.0.0.1 with subject `cn`, as `cert.pem`/`key.pem`.
 fn make_cert(dir: &Path, cn: &str) {
-    let status = Command::new("openssl")
-        .args([
+    openssl(
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -27,21 +28,17 @@ fn make_cert(dir: &Path, cn: &str) {
             "-nodes",
             "-days",
             "2",
-        ])
-        .args([
             "-subj",
             &format!("/CN={cn}"),
             "-addext",
             "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem.new"))
-        .arg("-out")
-        .arg(dir.join("cert.pem.new"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+            "-keyout",
+            "key.pem.new",
+            "-out",
+            "cert.pem.new",
+        ],
+        dir,
+    );
     // Replace both files by rename, as a Secret update or cert-manager would.
     std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
     std::fs::rename(dir.join("cert.pem.new"), dir.join("cert.pem")).unwrap();
@@ -49,21 +46,11 @@ fn make_cert(dir: &Path, cn: &str) {
 
 /// `curl` over TLS: "<http version> <status>".
 fn curl(port: u16, version: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            version,
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{http_code}",
-        ])
-        .arg(format!("https://127.0.0.1:{port}/healthz"))
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::curl(
+        "%{http_version} %{http_code}",
+        &["-k", version],
+        &format!("https://127.0.0.1:{port}/healthz"),
+    )
 }
 
 /// The subject CN of the certificate the server presents.
@@ -99,11 +86,9 @@ fn serves_http1_and_http2_over_tls_and_reloads_the_certificate() {
     );
     let config = write_config(dir, port, &keys, &tls);
     let _server = Server::start(&config, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(port, "--http1.1") != "1.1 200" {
-        assert!(Instant::now() < deadline, "server did not come up over TLS");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the server over TLS", || {
+        curl(port, "--http1.1") == "1.1 200"
+    });
     assert_eq!(curl(port, "--http2"), "2 200");
     assert!(served_cn(port).contains("first"), "{}", served_cn(port));
 

@@ -11,21 +11,9 @@ mod common;
 
 use std::convert::Infallible;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, bin, free_port, keygen, wait_until, write_config};
-
-fn openssl(args: &[&str], dir: &Path) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success(), "openssl {args:?}");
-}
+use common::{Server, bin, free_port, keygen, openssl, wait_until, write_config};
 
 /// `ca.pem` (a CA of its own, in no trust store) and `leaf.pem`/`leaf.key` it signed for
 /// 127.0.0.1.
@@ -125,21 +113,11 @@ fn start_upstream(dir: &Path) -> (tokio::runtime::Runtime, u16) {
 
 /// `curl` through sealgate with `X-CSRF: 1`: the status code.
 fn status(port: u16, path: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["-H", "X-CSRF: 1"])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::curl(
+        "%{http_code}",
+        &["-H", "X-CSRF: 1"],
+        &format!("http://127.0.0.1:{port}{path}"),
+    )
 }
 
 #[test]

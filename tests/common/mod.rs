@@ -1,13 +1,39 @@
-//! What the black-box tests of the real binary share: starting it, a free port, a key
-//! folder, a minimal configuration, and a guard that ends the process.
+//! What the black-box tests of the real binary share: running it, a free port, a key
+//! folder, a minimal configuration, a guard that ends the process, raw HTTP/1.1 exchanges,
+//! fake upstreams, `curl` and `openssl`.
 #![allow(dead_code, reason = "each test file uses a different part")]
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The binary under test.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sealgate"))
+}
+
+/// Runs `sealgate ARGS` to its end.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run sealgate")
+}
+
+/// What a run wrote to stdout, trimmed.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// What a run wrote to stderr, trimmed.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+/// Runs `sealgate ARGS`, which must succeed, and returns its stdout, trimmed.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
 }
 
 /// A port nothing listens on right now.
@@ -20,21 +46,7 @@ pub fn free_port() -> u16 {
 
 /// `sealgate keygen --dir DIR`, returning the kid.
 pub fn keygen(dir: &Path) -> String {
-    let out = bin()
-        .arg("keygen")
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("run keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    run_ok(&["keygen", "--dir", dir.to_str().expect("a UTF-8 path")])
 }
 
 /// A configuration listening on `port` with an unreachable provider (nothing these tests
@@ -50,6 +62,33 @@ pub fn write_config(dir: &Path, port: u16, keys: &Path, extra: &str) -> PathBuf 
     );
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// `sealgate serve` on a free port, with a key folder `keys` (one key) in a temporary
+/// folder and the configuration `write_config` makes with `extra`; stopped when dropped.
+/// The caller waits for what it needs.
+pub struct Instance {
+    pub server: Server,
+    pub port: u16,
+    pub keys: PathBuf,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Instance {
+    pub fn start(extra: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("a temporary folder");
+        let keys = tmp.path().join("keys");
+        keygen(&keys);
+        let port = free_port();
+        let config = write_config(tmp.path(), port, &keys, extra);
+        let server = Server::start(&config, None);
+        Instance {
+            server,
+            port,
+            keys,
+            tmp,
+        }
+    }
 }
 
 /// A running `sealgate serve`, killed when dropped.
@@ -116,4 +155,102 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Unix seconds now, as the server counts them.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// Sends `request` as is on a fresh connection to 127.0.0.1:`port` and reads the answer
+/// until the server closes, each read waiting at most `within`. Fails when no connection is
+/// made, or the request is not written, or the answer not read to its end.
+pub fn exchange(port: u16, request: &[u8], within: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(within))?;
+    s.write_all(request)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Like `exchange`, but never fails: whatever the server answered before it closed, the
+/// read timed out or the connection broke off (also when the request could not be written
+/// whole: a server may answer an oversized request early), and "" when no connection was
+/// made.
+pub fn exchange_lossy(port: u16, request: &[u8], within: Duration) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(within))
+        .expect("set a read timeout");
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 answer; 0 when it has no status line.
+pub fn status_code(answer: &str) -> u16 {
+    answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A raw answer's head and body; the whole as head when there is no blank line.
+pub fn head_and_body(answer: &str) -> (&str, &str) {
+    answer.split_once("\r\n\r\n").unwrap_or((answer, ""))
+}
+
+/// The value of the counter `name` (a metric name with its labels) on `/metrics`; 0 when
+/// it is not there (yet).
+pub fn metric(port: u16, name: &str) -> u64 {
+    let answer = exchange_lossy(
+        port,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    head_and_body(&answer)
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A fake upstream on a free port of 127.0.0.1: each connection goes to `serve` on a thread
+/// of its own, for as long as the test runs.
+pub fn upstream(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an upstream");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    port
+}
+
+/// `curl -s --max-time 5 -o /dev/null -w WRITE_OUT ARGS URL`: what `-w` wrote.
+pub fn curl(write_out: &str, args: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", write_out])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `openssl ARGS` in `dir`, which must succeed; its output goes nowhere.
+pub fn openssl(args: &[&str], dir: &Path) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
 }

@@ -1,0 +1,323 @@
+//! The grants and calls a login makes at the provider: the authorization URL, the code
+//! exchange, userinfo, refresh, revocation (RFC 7009) and the end-session URL (RP-Initiated
+//! Logout 1.0).
+//!
+//! The ID token checks are `id_token`'s; a refresh failure's class is `refresh_failure`'s.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{
+    AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RefreshToken, RequestTokenError, Scope, TokenResponse,
+};
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::id_token::user_claims;
+use super::refresh_failure::{parse_failure, refresh_error};
+use super::{ClientAuth, OidcError, Provider, RefreshError, RefreshFailure, http_error};
+use crate::clock::now_secs;
+use crate::http_client::{HttpClient, HttpError};
+use crate::secret::SecretString;
+
+/// A login in progress: the URL to send the browser to and what the callback must check.
+#[derive(Debug)]
+pub struct LoginStart {
+    pub url: Url,
+    pub state: SecretString,
+    pub nonce: SecretString,
+    pub pkce_verifier: SecretString,
+}
+
+/// The result of a successful code exchange, the ID token validated.
+#[derive(Debug)]
+pub struct LoginTokens {
+    pub access_token: SecretString,
+    /// Unix seconds, when the provider said how long the token lives.
+    pub access_expires_at: Option<u64>,
+    pub refresh_token: Option<SecretString>,
+    pub id_token: SecretString,
+    pub sub: String,
+    pub sid: Option<String>,
+    /// The user's claims: userinfo over the ID token's non-protocol claims.
+    pub claims: Map<String, Value>,
+}
+
+/// The result of a refresh grant.
+#[derive(Debug)]
+pub struct RefreshedTokens {
+    pub access_token: SecretString,
+    pub access_expires_at: Option<u64>,
+    /// A rotated refresh token, when the provider sent one.
+    pub refresh_token: Option<SecretString>,
+}
+
+impl Provider {
+    /// A new login: fresh state, nonce and PKCE (S256) verifier, and the URL carrying them.
+    pub fn start_login(&self) -> LoginStart {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = self.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in &self.settings.scopes {
+            // CoreClient sends `openid` itself.
+            if scope != "openid" {
+                request = request.add_scope(Scope::new(scope.clone()));
+            }
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        LoginStart {
+            url,
+            state: SecretString::new(state.into_secret()),
+            nonce: SecretString::new(nonce.secret().clone()),
+            pkce_verifier: SecretString::new(verifier.into_secret()),
+        }
+    }
+
+    /// Exchanges the code (with the PKCE verifier) and validates the ID token: signature by
+    /// a provider key with an advertised asymmetric algorithm, `iss`, `aud`, `azp`, `exp`,
+    /// `iat` and `nonce`. Then reads userinfo, when there is an endpoint, for the claims.
+    pub async fn finish_login(
+        &self,
+        code: &str,
+        pkce_verifier: &SecretString,
+        nonce: &SecretString,
+    ) -> Result<LoginTokens, OidcError> {
+        let response = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.expose().to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
+        let sub = self
+            .verify_id_token(id_token, nonce, response.access_token())
+            .await?;
+        let raw_id_token = id_token.to_string();
+        let (sid, mut claims) = user_claims(&raw_id_token)?;
+        let access_token = SecretString::new(response.access_token().secret().clone());
+        if let Some(userinfo) = self.userinfo(&access_token, &sub).await? {
+            claims.extend(userinfo);
+        }
+        Ok(LoginTokens {
+            access_expires_at: response
+                .expires_in()
+                .map(|d| now_secs().saturating_add(d.as_secs())),
+            access_token,
+            refresh_token: response
+                .refresh_token()
+                .map(|t| SecretString::new(t.secret().clone())),
+            id_token: SecretString::new(raw_id_token),
+            sub,
+            sid,
+            claims,
+        })
+    }
+
+    /// The userinfo claims, when the provider has the endpoint and answers JSON; `None`
+    /// (logged) when it fails, and the ID token's claims are used. An answer for another
+    /// subject, or for none, is refused (OpenID Connect Core §5.3.2: its `sub` MUST match
+    /// the ID token's): the login fails rather than mixing two users.
+    pub(crate) async fn userinfo(
+        &self,
+        access_token: &SecretString,
+        sub: &str,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
+        let Some(url) = self.client.user_info_url() else {
+            return Ok(None);
+        };
+        let Ok(request) = http::Request::get(url.url().as_str())
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", access_token.expose()),
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+        else {
+            return Ok(None);
+        };
+        let response = match self.http.fetch(request).await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), "userinfo refused; using the ID token's claims");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "userinfo failed; using the ID token's claims");
+                return Ok(None);
+            }
+        };
+        let Ok(claims) = serde_json::from_slice::<Map<String, Value>>(response.body()) else {
+            tracing::warn!("userinfo is not a JSON object; using the ID token's claims");
+            return Ok(None);
+        };
+        if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(OidcError::Invalid(
+                "userinfo answered for another subject".into(),
+            ));
+        }
+        Ok(Some(claims))
+    }
+
+    /// A refresh grant. Only `RefreshFailure::InvalidGrant` means the refresh token is
+    /// dead; see `RefreshFailure` for the rest. The answer's status is noted on the way
+    /// through, because the crate's errors drop it and a 200 that does not parse (the grant
+    /// may have been spent) must not be taken for an outage.
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<RefreshedTokens, RefreshError> {
+        let token = RefreshToken::new(refresh_token.expose().to_owned());
+        let http = NotingStatus {
+            http: &self.http,
+            status: AtomicU16::new(0),
+        };
+        let response = self
+            .client
+            .exchange_refresh_token(&token)
+            .request_async(&http)
+            .await
+            .map_err(|e| refresh_error(e, http.status.load(Ordering::Relaxed)))?;
+        if response.access_token().secret().is_empty() {
+            return Err(RefreshError {
+                class: RefreshFailure::Unparsable,
+                detail: "token answer with an empty access_token".into(),
+            });
+        }
+        Ok(RefreshedTokens {
+            access_token: SecretString::new(response.access_token().secret().clone()),
+            access_expires_at: response
+                .expires_in()
+                .map(|d| now_secs().saturating_add(d.as_secs())),
+            refresh_token: response
+                .refresh_token()
+                .map(|t| SecretString::new(t.secret().clone())),
+        })
+    }
+
+    /// Revokes a refresh token at the revocation endpoint (RFC 7009), if the provider has
+    /// one. Returns whether a revocation was confirmed.
+    pub async fn revoke(&self, refresh_token: &SecretString) -> Result<bool, OidcError> {
+        let Some(endpoint) = &self.extra.revocation_endpoint else {
+            return Ok(false);
+        };
+        // Built in a block: the form serializer is not `Send` and must not live across
+        // the await below.
+        let request = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", refresh_token.expose());
+            form.append_pair("token_type_hint", "refresh_token");
+            let mut request = http::Request::post(endpoint.as_str())
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(http::header::ACCEPT, "application/json");
+            match self.settings.client_auth {
+                ClientAuth::Basic => {
+                    request = request.header(http::header::AUTHORIZATION, self.basic_auth());
+                }
+                ClientAuth::Post => {
+                    form.append_pair("client_id", &self.settings.client_id);
+                    form.append_pair("client_secret", self.settings.client_secret.expose());
+                }
+            }
+            let body = SecretString::new(form.finish());
+            request
+                .body(body.expose().as_bytes().to_vec())
+                .map_err(|e| OidcError::Invalid(e.to_string()))?
+        };
+        let response = self.http.fetch(request).await.map_err(http_error)?;
+        if response.status().is_success() {
+            Ok(true)
+        } else if response.status().is_server_error() {
+            Err(OidcError::Unavailable(format!(
+                "revocation answered {}",
+                response.status()
+            )))
+        } else {
+            Err(OidcError::Refused(format!(
+                "revocation answered {}",
+                response.status()
+            )))
+        }
+    }
+
+    /// Where to send the browser to end the provider's session (RP-Initiated Logout 1.0),
+    /// if the provider has an end-session endpoint.
+    pub fn end_session_url(&self, id_token_hint: Option<&SecretString>) -> Option<Url> {
+        let mut url = self.extra.end_session_endpoint.clone()?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(hint) = id_token_hint {
+                q.append_pair("id_token_hint", hint.expose());
+            }
+            q.append_pair("client_id", &self.settings.client_id);
+            q.append_pair(
+                "post_logout_redirect_uri",
+                self.settings.post_logout_redirect_uri.as_str(),
+            );
+        }
+        Some(url)
+    }
+
+    fn basic_auth(&self) -> String {
+        // RFC 6749 §2.3.1: both parts form-urlencoded before base64.
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let pair = format!(
+            "{}:{}",
+            enc(&self.settings.client_id),
+            enc(self.settings.client_secret.expose())
+        );
+        format!("Basic {}", STANDARD.encode(pair))
+    }
+}
+
+/// The outbound client, noting the status of the answer it fetched.
+struct NotingStatus<'a> {
+    http: &'a HttpClient,
+    status: AtomicU16,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for NotingStatus<'_> {
+    type Error = HttpError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self.http.fetch(request).await?;
+            self.status
+                .store(response.status().as_u16(), Ordering::Relaxed);
+            Ok(response)
+        })
+    }
+}
+
+fn token_error<RE: std::fmt::Debug + openidconnect::ErrorResponse + 'static>(
+    e: RequestTokenError<HttpError, RE>,
+) -> OidcError {
+    match e {
+        RequestTokenError::Request(e) => http_error(e),
+        RequestTokenError::ServerResponse(r) => OidcError::Refused(
+            serde_json::to_value(&r)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| "error".into()),
+        ),
+        RequestTokenError::Parse(e, body) => {
+            OidcError::Invalid(format!("token answer {}", parse_failure(&e, &body)))
+        }
+        RequestTokenError::Other(s) => OidcError::Invalid(format!("token answer: {s}")),
+    }
+}
