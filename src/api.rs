@@ -12,12 +12,12 @@ use hyper::body::Incoming;
 use zeroize::Zeroizing;
 
 use crate::app::App;
+use crate::clock::now_secs;
 use crate::config::{Route, TokenMode};
 use crate::error::Error;
 use crate::guard;
 use crate::http_client::HttpClient;
 use crate::jar;
-use crate::oidc::now_secs;
 use crate::proxy::{self, ForwardCookies, Peer, Target};
 use crate::refresh::Outcome;
 use crate::reply::{self, Body};

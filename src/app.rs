@@ -26,6 +26,7 @@ use crate::secret::SecretString;
 use crate::session::Limits;
 use crate::session::Session;
 use crate::session_cache::SessionCache;
+use crate::sync;
 
 /// How long a login that arrives before discovery finished waits for it.
 const PROVIDER_WAIT: Duration = Duration::from_secs(3);
@@ -176,10 +177,7 @@ impl App {
 
     /// The current key ring.
     pub fn keys(&self) -> Arc<KeyRing> {
-        match self.keys.read() {
-            Ok(k) => k.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        sync::read(&self.keys).clone()
     }
 
     /// The current key ring's `KeyRing::id`.
@@ -199,7 +197,7 @@ impl App {
             Ok(ring) => {
                 let kids: Vec<String> = ring.kids().map(str::to_owned).collect();
                 {
-                    let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+                    let mut current = sync::write(&self.keys);
                     self.ring_id.store(ring.id(), Ordering::Release);
                     *current = Arc::new(ring);
                 }
@@ -223,10 +221,7 @@ impl App {
 
     /// The current TLS acceptor, when TLS is configured.
     pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        match self.tls.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        sync::read(&self.tls).clone()
     }
 
     /// Re-reads the certificate and key; a pair that does not load is refused and the
@@ -235,7 +230,7 @@ impl App {
         let Some(files) = &self.tls_files else { return };
         match crate::tls::acceptor(&files.cert, &files.key) {
             Ok(acceptor) => {
-                *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(acceptor);
+                *sync::write(&self.tls) = Some(acceptor);
                 self.metrics.key_reload("ok");
                 tracing::info!(why, "TLS certificate reloaded");
             }
@@ -286,7 +281,7 @@ impl App {
                     last_tls = self.tls_fingerprint();
                 }
                 _ = tokio::time::sleep(every) => {
-                    self.sessions.sweep(crate::oidc::now_secs());
+                    self.sessions.sweep(crate::clock::now_secs());
                     self.refresher.sweep();
                     let now = fingerprint(&dir);
                     if now != last {

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::clock::now_secs;
 use crate::cookies::{RequestCookies, WriteError};
 use crate::error::Error;
 use crate::jar::{self, MAX_PENDING_LOGINS};
-use crate::oidc::{OidcError, now_secs};
+use crate::oidc::OidcError;
 use crate::reply::{self, Body};
 use crate::secret::SecretString;
 use crate::session::{self, Profile, Session};

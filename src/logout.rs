@@ -11,9 +11,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::clock::now_secs;
 use crate::error::Error;
 use crate::guard;
-use crate::oidc::now_secs;
 use crate::reply::{self, Body};
 
 /// How long logout waits for the revocation endpoint before going on without it.

@@ -225,7 +225,7 @@ impl Refresher {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.slots)
     }
 }
 

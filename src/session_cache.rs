@@ -168,7 +168,7 @@ impl SessionCache {
 /// A shard's map. A panic while it was held cannot leave it half-updated (every change is
 /// one map operation), so a poisoned lock is simply taken over.
 fn lock(shard: &Mutex<HashMap<Key, Entry>>) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-    shard.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(shard)
 }
 
 /// Whether `whole` is the concatenation of `parts`, in time that depends on the lengths

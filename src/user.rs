@@ -4,10 +4,10 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
+use crate::clock::now_secs;
 use crate::cookies::{ReadError, WriteError};
 use crate::error::Error;
 use crate::jar::{self, LoadedProfile};
-use crate::oidc::now_secs;
 use crate::reply::{self, Body};
 use crate::session::{Profile, Session};
 

@@ -30,7 +30,6 @@ use url::Url;
 pub use self::grants::{LoginStart, LoginTokens, RefreshedTokens};
 pub use self::refresh_failure::{RefreshError, RefreshFailure};
 // Call sites outside `oidc` move to `crate::clock`; this keeps them building meanwhile.
-pub use crate::clock::now_secs;
 pub use crate::config::ClientAuthMethod as ClientAuth;
 use crate::http_client::{HttpClient, HttpError};
 use crate::secret::SecretString;
