@@ -2,8 +2,9 @@
 //! Prometheus project's client) and rendered in the Prometheus text format 0.0.4.
 //! Every label value comes from a fixed list here, so cardinality is bounded by
 //! construction: no path, user or upstream URL ever becomes a label. Every label set is
-//! created at start-up and its handle kept, so a request adds to an atomic (an uncontended
-//! mutex for the histogram) and never looks up or locks a family's map.
+//! created at start-up and its handle kept, so a request adds to an atomic (the histogram
+//! takes a short mutex: prometheus-client's, held for one bucket update) and never looks
+//! up or locks a family's map.
 
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
