@@ -1,9 +1,16 @@
-//! Counters for `/metrics`, in the Prometheus text format (exposition format 0.0.4).
+//! Counters and the latency histogram for `/metrics`, kept by `prometheus-client` (the
+//! Prometheus project's client) and rendered in the Prometheus text format 0.0.4.
 //! Every label value comes from a fixed list here, so cardinality is bounded by
-//! construction: no path, user or upstream URL ever becomes a label.
+//! construction: no path, user or upstream URL ever becomes a label. Every label set is
+//! created at start-up and its handle kept, so a request adds to an atomic (the histogram
+//! takes a short mutex: prometheus-client's, held for one bucket update) and never looks
+//! up or locks a family's map.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 /// The endpoint families, as labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,52 +78,181 @@ const CACHE_RESULTS: [&str; 2] = ["hit", "miss"];
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
+const LOGIN_OUTCOMES: [&str; 3] = ["started", "ok", "failed"];
 
-/// One latency histogram: a count per bucket (not cumulative; summed when rendered), the
-/// +Inf bucket last, and the sum in microseconds.
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
+// The label sets: each field is one label, written in field order.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointCode {
+    endpoint: &'static str,
+    code: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCode {
+    route: String,
+    code: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Class {
+    class: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheResult {
+    result: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    /// Owns the families (for rendering); the fields below are handles into them.
+    registry: Registry,
+    requests: [[Counter; CLASSES.len()]; ENDPOINTS.len()],
     latency: [Histogram; ENDPOINTS.len()],
-    /// Route prefixes from the configuration: the only route labels there can be.
-    routes: Vec<(String, [AtomicU64; CLASSES.len()])>,
-    refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
-    refresh_failures: [AtomicU64; REFRESH_FAILURES.len()],
-    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
-    key_reloads: [AtomicU64; KEY_RELOADS.len()],
-    session_cache: [AtomicU64; CACHE_RESULTS.len()],
-    requests: [[AtomicU64; CLASSES.len()]; ENDPOINTS.len()],
-    logins_started: AtomicU64,
-    logins_ok: AtomicU64,
-    logins_failed: AtomicU64,
-    rejected: [AtomicU64; REJECT_REASONS.len()],
-    revocations: [AtomicU64; REVOCATION_OUTCOMES.len()],
+    /// By route index: the route prefixes from the configuration are the only route labels.
+    routes: Vec<[Counter; CLASSES.len()]>,
+    logins: [Counter; LOGIN_OUTCOMES.len()],
+    rejected: [Counter; REJECT_REASONS.len()],
+    refreshes: [Counter; REFRESH_OUTCOMES.len()],
+    refresh_failures: [Counter; REFRESH_FAILURES.len()],
+    revocations: [Counter; REVOCATION_OUTCOMES.len()],
+    key_reloads: [Counter; KEY_RELOADS.len()],
+    session_cache: [Counter; CACHE_RESULTS.len()],
+    upstream_errors: [Counter; UPSTREAM_ERRORS.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl Metrics {
-    /// Counters for these routes (their prefixes label them).
+    /// The `Content-Type` of [`Metrics::render`].
+    pub const fn content_type() -> &'static str {
+        prometheus_text::CONTENT_TYPE
+    }
+
+    /// Counters for these routes (their prefixes label them). Families are registered in the
+    /// order they render; names are given without `_total`, which the encoder appends to
+    /// counters, and help texts without the final period, which the registry appends.
     pub fn new(route_prefixes: Vec<String>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<EndpointCode, Counter>::default();
+        registry.register(
+            "sealgate_requests",
+            "Requests answered, by endpoint family and status class",
+            requests.clone(),
+        );
+        let latency = Family::<EndpointLabel, Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "sealgate_request_duration",
+            "Time to answer (to the head for streamed answers), by endpoint family",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let routes = Family::<RouteCode, Counter>::default();
+        registry.register(
+            "sealgate_proxied_requests",
+            "Proxied API requests, by route prefix and status class",
+            routes.clone(),
+        );
         Self {
+            requests: ENDPOINTS.map(|(_, endpoint)| {
+                CLASSES.map(|code| requests.get_or_create_owned(&EndpointCode { endpoint, code }))
+            }),
+            latency: ENDPOINTS
+                .map(|(_, endpoint)| latency.get_or_create_owned(&EndpointLabel { endpoint })),
             routes: route_prefixes
                 .into_iter()
-                .map(|p| (p, Default::default()))
+                .map(|route| {
+                    CLASSES.map(|code| {
+                        let route = route.clone();
+                        routes.get_or_create_owned(&RouteCode { route, code })
+                    })
+                })
                 .collect(),
-            ..Self::default()
+            logins: family(
+                &mut registry,
+                "sealgate_logins",
+                "Logins, by outcome",
+                LOGIN_OUTCOMES,
+                |outcome| Outcome { outcome },
+            ),
+            rejected: family(
+                &mut registry,
+                "sealgate_session_rejected",
+                "Requests without a valid session, by reason",
+                REJECT_REASONS,
+                |reason| Reason { reason },
+            ),
+            refreshes: family(
+                &mut registry,
+                "sealgate_refreshes",
+                "Access token refreshes, by outcome (shared: joined another request's refresh)",
+                REFRESH_OUTCOMES,
+                |outcome| Outcome { outcome },
+            ),
+            refresh_failures: family(
+                &mut registry,
+                "sealgate_refresh_failures",
+                "Refresh grants that gave no usable tokens, by class (only invalid_grant ends the session)",
+                REFRESH_FAILURES,
+                |class| Class { class },
+            ),
+            revocations: family(
+                &mut registry,
+                "sealgate_revocations",
+                "Refresh token revocations at logout, by outcome",
+                REVOCATION_OUTCOMES,
+                |outcome| Outcome { outcome },
+            ),
+            key_reloads: family(
+                &mut registry,
+                "sealgate_key_reloads",
+                "Key ring and TLS certificate reloads, by outcome (failed: the old one was kept)",
+                KEY_RELOADS,
+                |outcome| Outcome { outcome },
+            ),
+            session_cache: family(
+                &mut registry,
+                "sealgate_session_cache",
+                "Session lookups of proxied calls (hit: opened earlier; miss: opened now, or none)",
+                CACHE_RESULTS,
+                |result| CacheResult { result },
+            ),
+            upstream_errors: family(
+                &mut registry,
+                "sealgate_upstream_errors",
+                "Upstream failures, by kind",
+                UPSTREAM_ERRORS,
+                |kind| Kind { kind },
+            ),
+            registry,
         }
     }
 
     /// A proxied request on route `index` answered with `status`.
     pub fn proxied(&self, index: usize, status: u16) {
-        let c = usize::from(status / 100)
-            .saturating_sub(1)
-            .min(CLASSES.len() - 1);
-        if let Some(counter) = self.routes.get(index).and_then(|(_, row)| row.get(c)) {
-            counter.fetch_add(1, Relaxed);
+        if let Some(counter) = self
+            .routes
+            .get(index)
+            .and_then(|row| row.get(class(status)))
+        {
+            counter.inc();
         }
     }
 
@@ -154,49 +290,31 @@ impl Metrics {
 
     /// The time to answer (to the answer head, for streamed answers) of one request.
     pub fn latency(&self, endpoint: Endpoint, elapsed: std::time::Duration) {
-        let e = ENDPOINTS
-            .iter()
-            .position(|(e, _)| *e == endpoint)
-            .unwrap_or(ENDPOINTS.len() - 1);
-        let Some(h) = self.latency.get(e) else { return };
-        let secs = elapsed.as_secs_f64();
-        let b = LATENCY_BUCKETS
-            .iter()
-            .position(|le| secs <= *le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        if let Some(c) = h.buckets.get(b) {
-            c.fetch_add(1, Relaxed);
+        if let Some(h) = self.latency.get(endpoint_index(endpoint)) {
+            h.observe(elapsed.as_secs_f64());
         }
-        h.sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Relaxed,
-        );
     }
 
     pub fn request(&self, endpoint: Endpoint, status: u16) {
-        let e = ENDPOINTS
-            .iter()
-            .position(|(e, _)| *e == endpoint)
-            .unwrap_or(ENDPOINTS.len() - 1);
-        let c = usize::from(status / 100)
-            .saturating_sub(1)
-            .min(CLASSES.len() - 1);
-        if let Some(counter) = self.requests.get(e).and_then(|row| row.get(c)) {
-            counter.fetch_add(1, Relaxed);
+        if let Some(counter) = self
+            .requests
+            .get(endpoint_index(endpoint))
+            .and_then(|row| row.get(class(status)))
+        {
+            counter.inc();
         }
     }
 
     pub fn login_started(&self) {
-        self.logins_started.fetch_add(1, Relaxed);
+        count(&self.logins, &LOGIN_OUTCOMES, "started");
     }
 
     pub fn login_finished(&self, ok: bool) {
-        if ok {
-            &self.logins_ok
-        } else {
-            &self.logins_failed
-        }
-        .fetch_add(1, Relaxed);
+        count(
+            &self.logins,
+            &LOGIN_OUTCOMES,
+            if ok { "ok" } else { "failed" },
+        );
     }
 
     /// A request without a valid session, by reason; unknown reasons count as "invalid".
@@ -209,160 +327,64 @@ impl Metrics {
         count_or(&self.revocations, &REVOCATION_OUTCOMES, outcome, "failed");
     }
 
-    /// The text format.
+    /// The text format (see [`Metrics::content_type`]).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        header(
-            &mut out,
-            "sealgate_requests_total",
-            "Requests answered, by endpoint family and status class.",
-        );
-        for ((_, name), row) in ENDPOINTS.iter().zip(&self.requests) {
-            for (class, n) in CLASSES.iter().zip(row) {
-                let n = n.load(Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "sealgate_requests_total{{endpoint=\"{name}\",code=\"{class}\"}} {n}"
-                    );
-                }
-            }
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail; the encoder fails only on a label it cannot
+        // format, and every label here is a plain string from the lists above or the config.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "rendering /metrics");
         }
-        let _ = writeln!(
-            out,
-            "# HELP sealgate_request_duration_seconds Time to answer (to the head for streamed answers), by endpoint family.\n# TYPE sealgate_request_duration_seconds histogram"
-        );
-        for ((_, name), h) in ENDPOINTS.iter().zip(&self.latency) {
-            let mut cumulative = 0;
-            for (i, n) in h.buckets.iter().enumerate() {
-                cumulative += n.load(Relaxed);
-                let le = LATENCY_BUCKETS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-                let _ = writeln!(
-                    out,
-                    "sealgate_request_duration_seconds_bucket{{endpoint=\"{name}\",le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "sealgate_request_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}\nsealgate_request_duration_seconds_count{{endpoint=\"{name}\"}} {cumulative}"
-            );
-        }
-        header(
-            &mut out,
-            "sealgate_proxied_requests_total",
-            "Proxied API requests, by route prefix and status class.",
-        );
-        for (prefix, row) in &self.routes {
-            for (class, n) in CLASSES.iter().zip(row) {
-                let _ = writeln!(
-                    out,
-                    "sealgate_proxied_requests_total{{route=\"{prefix}\",code=\"{class}\"}} {}",
-                    n.load(Relaxed)
-                );
-            }
-        }
-        let logins = [&self.logins_started, &self.logins_ok, &self.logins_failed];
-        family(
-            &mut out,
-            "sealgate_logins_total",
-            "Logins, by outcome.",
-            "outcome",
-            &["started", "ok", "failed"],
-            logins,
-        );
-        family(
-            &mut out,
-            "sealgate_session_rejected_total",
-            "Requests without a valid session, by reason.",
-            "reason",
-            &REJECT_REASONS,
-            &self.rejected,
-        );
-        family(
-            &mut out,
-            "sealgate_refreshes_total",
-            "Access token refreshes, by outcome (shared: joined another request's refresh).",
-            "outcome",
-            &REFRESH_OUTCOMES,
-            &self.refreshes,
-        );
-        family(
-            &mut out,
-            "sealgate_refresh_failures_total",
-            "Refresh grants that gave no usable tokens, by class (only invalid_grant ends the session).",
-            "class",
-            &REFRESH_FAILURES,
-            &self.refresh_failures,
-        );
-        family(
-            &mut out,
-            "sealgate_revocations_total",
-            "Refresh token revocations at logout, by outcome.",
-            "outcome",
-            &REVOCATION_OUTCOMES,
-            &self.revocations,
-        );
-        family(
-            &mut out,
-            "sealgate_key_reloads_total",
-            "Key ring and TLS certificate reloads, by outcome (failed: the old one was kept).",
-            "outcome",
-            &KEY_RELOADS,
-            &self.key_reloads,
-        );
-        family(
-            &mut out,
-            "sealgate_session_cache_total",
-            "Session lookups of proxied calls (hit: opened earlier; miss: opened now, or none).",
-            "result",
-            &CACHE_RESULTS,
-            &self.session_cache,
-        );
-        family(
-            &mut out,
-            "sealgate_upstream_errors_total",
-            "Upstream failures, by kind.",
-            "kind",
-            &UPSTREAM_ERRORS,
-            &self.upstream_errors,
-        );
         out
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
-/// One counter family with one label, every value written (zeros included).
-fn family<'a>(
-    out: &mut String,
+/// A counter family with one label, registered, with a handle per value in `values`: all
+/// of them are rendered from the start (zeros included).
+fn family<const N: usize, S>(
+    registry: &mut Registry,
     name: &str,
     help: &str,
-    label: &str,
-    values: &[&str],
-    counters: impl IntoIterator<Item = &'a AtomicU64>,
-) {
-    header(out, name, help);
-    for (value, n) in values.iter().zip(counters) {
-        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", n.load(Relaxed));
-    }
+    values: [&'static str; N],
+    label: fn(&'static str) -> S,
+) -> [Counter; N]
+where
+    S: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, Counter>::default();
+    registry.register(name, help, family.clone());
+    values.map(|v| family.get_or_create_owned(&label(v)))
 }
 
-fn count<const N: usize>(counters: &[AtomicU64; N], labels: &[&str; N], label: &str) {
+fn endpoint_index(endpoint: Endpoint) -> usize {
+    ENDPOINTS
+        .iter()
+        .position(|(e, _)| *e == endpoint)
+        .unwrap_or(ENDPOINTS.len() - 1)
+}
+
+/// The status class index in `CLASSES`; out-of-range statuses count as `5xx`.
+fn class(status: u16) -> usize {
+    usize::from(status / 100)
+        .saturating_sub(1)
+        .min(CLASSES.len() - 1)
+}
+
+fn count<const N: usize>(counters: &[Counter; N], labels: &[&str; N], label: &str) {
     if let Some(i) = labels.iter().position(|l| *l == label)
         && let Some(c) = counters.get(i)
     {
-        c.fetch_add(1, Relaxed);
+        c.inc();
     }
 }
 
 /// `count`, with labels outside the list counted under `fallback` (one of the list).
 fn count_or<const N: usize>(
-    counters: &[AtomicU64; N],
+    counters: &[Counter; N],
     labels: &[&str; N],
     label: &str,
     fallback: &str,
@@ -426,5 +448,89 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn renders_every_family_and_label_set_from_the_start() {
+        let text = Metrics::new(vec!["/api/".into()]).render();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                "sealgate_requests_total counter",
+                "sealgate_request_duration_seconds histogram",
+                "sealgate_proxied_requests_total counter",
+                "sealgate_logins_total counter",
+                "sealgate_session_rejected_total counter",
+                "sealgate_refreshes_total counter",
+                "sealgate_refresh_failures_total counter",
+                "sealgate_revocations_total counter",
+                "sealgate_key_reloads_total counter",
+                "sealgate_session_cache_total counter",
+                "sealgate_upstream_errors_total counter",
+            ]
+        );
+        let mut samples = Vec::new();
+        for (_, endpoint) in ENDPOINTS {
+            for code in CLASSES {
+                samples.push(format!(
+                    "sealgate_requests_total{{endpoint=\"{endpoint}\",code=\"{code}\"}} 0"
+                ));
+            }
+            samples.push(format!(
+                "sealgate_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} 0"
+            ));
+            samples.push(format!(
+                "sealgate_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} 0"
+            ));
+        }
+        for code in CLASSES {
+            samples.push(format!(
+                "sealgate_proxied_requests_total{{route=\"/api/\",code=\"{code}\"}} 0"
+            ));
+        }
+        let one_label: [(&str, &str, &[&str]); 8] = [
+            ("sealgate_logins_total", "outcome", &LOGIN_OUTCOMES),
+            ("sealgate_session_rejected_total", "reason", &REJECT_REASONS),
+            ("sealgate_refreshes_total", "outcome", &REFRESH_OUTCOMES),
+            (
+                "sealgate_refresh_failures_total",
+                "class",
+                &REFRESH_FAILURES,
+            ),
+            (
+                "sealgate_revocations_total",
+                "outcome",
+                &REVOCATION_OUTCOMES,
+            ),
+            ("sealgate_key_reloads_total", "outcome", &KEY_RELOADS),
+            ("sealgate_session_cache_total", "result", &CACHE_RESULTS),
+            ("sealgate_upstream_errors_total", "kind", &UPSTREAM_ERRORS),
+        ];
+        for (name, label, values) in one_label {
+            for value in values {
+                samples.push(format!("{name}{{{label}=\"{value}\"}} 0"));
+            }
+        }
+        for sample in samples {
+            assert!(
+                text.lines().any(|l| l == sample),
+                "{sample} missing:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn escapes_a_quote_in_a_route_prefix_label() {
+        let m = Metrics::new(vec!["/a\"b/".into()]);
+        m.proxied(0, 200);
+        let text = m.render();
+        assert!(
+            text.contains("sealgate_proxied_requests_total{route=\"/a\\\"b/\",code=\"2xx\"} 1"),
+            "{text}"
+        );
     }
 }
