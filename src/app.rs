@@ -26,6 +26,7 @@ use crate::secret::SecretString;
 use crate::session::Limits;
 use crate::session::Session;
 use crate::session_cache::SessionCache;
+use crate::store::Store;
 use crate::sync;
 
 /// How long a login that arrives before discovery finished waits for it.
@@ -74,6 +75,8 @@ pub struct App {
     /// Sessions already opened, for proxied calls; emptied whenever the key ring changes.
     pub sessions: SessionCache,
     refresher: Refresher,
+    /// The shared store (`[store]`), when configured.
+    store: Option<Arc<Store>>,
     provider: watch::Receiver<Option<Arc<Provider>>>,
     draining: AtomicBool,
 }
@@ -96,6 +99,7 @@ impl App {
         config: Config,
         ring: KeyRing,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        store: Option<Arc<Store>>,
     ) -> Result<(Arc<App>, Discovery), HttpError> {
         let http = HttpClient::new(PROVIDER_TIMEOUT, PROVIDER_MAX_BODY)?;
         let settings = provider_settings(&config);
@@ -169,10 +173,27 @@ impl App {
             routes: config.routes,
             route_clients,
             refresher: Refresher::default(),
+            store,
             provider: rx,
             draining: AtomicBool::new(false),
         };
         Ok((Arc::new(app), discovery))
+    }
+
+    /// The shared store, when `[store]` is configured.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Empties the session cache whenever the store learns a revocation, so that a revoked
+    /// session's next call takes the full path (and its revocation check). Runs for the
+    /// life of the process; returns at once without a store.
+    pub async fn watch_revocations(self: Arc<Self>) {
+        let Some(store) = &self.store else { return };
+        let mut changes = store.changes();
+        while changes.changed().await.is_ok() {
+            self.sessions.clear();
+        }
     }
 
     /// The current key ring.
@@ -428,15 +449,29 @@ impl App {
         }
     }
 
-    /// Opens the session, counting the reason when there is none.
+    /// Opens the session, counting the reason when there is none. A session the store
+    /// knows as revoked (back-channel logout, `sealgate sessions revoke`) is over: 401, and
+    /// its cookies are cleared.
     pub fn load_session(&self, ctx: &jar::Ctx<'_>) -> Result<Loaded, Error> {
-        ctx.load().map_err(|reason| {
+        let loaded = ctx.load().map_err(|reason| {
             self.metrics.rejected(reason.as_str());
             if reason != jar::Rejected::Missing {
                 tracing::info!(reason = reason.as_str(), "session cookie refused");
             }
             Error::LoginRequired(reason.as_str())
-        })
+        })?;
+        if let Some(store) = &self.store {
+            let s = &loaded.session;
+            if store.is_revoked(&s.sub, s.sid.as_deref(), s.created_at, ctx.now) {
+                self.metrics.rejected("revoked");
+                tracing::info!("session revoked");
+                return Err(Error::SessionEnded {
+                    reason: "session revoked",
+                    clear: self.cookies.clear_session(ctx.jar),
+                });
+            }
+        }
+        Ok(loaded)
     }
 }
 

@@ -212,7 +212,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         }
         None => None,
     };
-    let (app, discovery) = sealgate::app::App::new(config, ring, tls).map_err(|e| Failure {
+    let (app, discovery) = sealgate::app::App::new(config, ring, tls, None).map_err(|e| Failure {
         status: 1,
         message: e.to_string(),
     })?;
@@ -240,6 +240,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         };
         tokio::spawn(discovery);
         tokio::spawn(app.clone().watch_keys(Duration::from_secs(2)));
+        tokio::spawn(app.clone().watch_revocations());
         sealgate::server::run(app, listener, admin).await;
         Ok(())
     })

@@ -39,7 +39,7 @@ const ENDPOINTS: [(Endpoint, &str); 9] = [
 ];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Why a request had no session (see `jar::load` and `cookies::ReadError`).
-const REJECT_REASONS: [&str; 9] = [
+const REJECT_REASONS: [&str; 10] = [
     "missing",
     "expired",
     "unknown_key",
@@ -49,6 +49,7 @@ const REJECT_REASONS: [&str; 9] = [
     "idle",
     "future",
     "profile",
+    "revoked",
 ];
 const REVOCATION_OUTCOMES: [&str; 3] = ["ok", "unsupported", "failed"];
 /// Refresh outcomes: `ok` ran a grant, `shared` reused one (single flight or grace).
