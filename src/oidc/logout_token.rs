@@ -21,7 +21,7 @@ pub const LOGOUT_TOKEN_MAX: usize = 16 * 1024;
 /// How far `iat` may lie in the future (clock skew) or the past (§2.6 step 6 leaves the
 /// window to the RP; the same as for ID tokens).
 const IAT_FUTURE_LEEWAY: i64 = 300;
-pub const IAT_MAX_AGE: u64 = 600;
+const IAT_MAX_AGE: u64 = 600;
 /// The longest `jti` kept for the replay check.
 const JTI_MAX: usize = 256;
 /// The member of `events` that makes a JWT a logout token (§2.4).
