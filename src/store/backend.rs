@@ -216,7 +216,7 @@ impl Backend {
         let mut backoff = Backoff::default();
         let mut node = 0;
         loop {
-            if let Err(e) = self.connect_cluster().await {
+            if let Err(e) = self.connect().await {
                 let _ = store.ok::<()>("subscribe", Err(e));
             }
             match self.subscribe(node).await {
@@ -313,7 +313,7 @@ impl Backend {
     }
 
     /// Makes the cluster's command connection when there is none yet.
-    async fn connect_cluster(&self) -> Result<(), StoreError> {
+    pub(super) async fn connect(&self) -> Result<(), StoreError> {
         let Some(client) = &self.cluster else {
             return Ok(());
         };

@@ -99,6 +99,7 @@ impl Default for Store {
 impl Store {
     /// A client for the configured store. Connects in the background (`run`): an
     /// unreachable store at start-up is an outage like any other, not a failed start.
+    /// Call it inside a tokio runtime (the client spawns its connection task).
     pub fn new(config: &crate::config::Store) -> Result<Store, StoreError> {
         Ok(Store::with(Some(backend::Backend::new(config)?)))
     }
@@ -199,6 +200,14 @@ impl Store {
     pub async fn outcome(&self, key: [u8; 32]) -> Result<Option<String>, StoreError> {
         let r = self.redis()?;
         self.ok("outcome", r.outcome(&b64(&key)).await)
+    }
+
+    /// Writes and publishes `record` without applying it here or queueing it (`sealgate
+    /// sessions revoke`: a command that cannot reach the store must say so).
+    pub async fn publish(&self, record: &Record) -> Result<(), StoreError> {
+        let r = self.redis()?;
+        r.connect().await?;
+        r.write_record(record).await
     }
 
     /// How many revocations wait for the store.
