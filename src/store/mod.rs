@@ -210,6 +210,12 @@ impl Store {
         r.write_record(record).await
     }
 
+    /// Whether the store answered the last command (for tests and logs; `/readyz` does
+    /// not depend on it).
+    pub fn is_up(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UP
+    }
+
     /// How many revocations wait for the store.
     pub fn pending(&self) -> usize {
         sync::lock(&self.pending).len()
