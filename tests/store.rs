@@ -72,7 +72,8 @@ impl Redis {
             .expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while ask(self.port, "PING").as_deref() != Some("+PONG") {
+        // A Redis with a password answers PING with NOAUTH: up all the same.
+        while !ask(self.port, "PING").is_some_and(|a| a == "+PONG" || a.starts_with("-NOAUTH")) {
             assert!(
                 Instant::now() < deadline,
                 "redis on {} never answered",
@@ -512,4 +513,48 @@ fn refuses_sessions_revoke_without_a_store_naming_store_url() {
     );
     let out = common::run(&["sessions", "revoke", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "needs --sub or --sid");
+}
+
+#[test]
+fn serve_reports_the_store_and_logs_an_outage_once_each_way_never_the_password() {
+    if !have_redis("serve_reports_the_store") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--requirepass", "hunter2pw", "--appendonly", "no"];
+    let args = args.iter().map(|s| (*s).to_owned()).collect();
+    let mut redis = Redis::with(&tmp.path().join("redis"), free_port(), args);
+    let keys = tmp.path().join("keys");
+    common::keygen(&keys);
+    let port = free_port();
+    let url = format!("redis://:hunter2pw@127.0.0.1:{}", redis.port);
+    let config = write_config(
+        tmp.path(),
+        port,
+        &keys,
+        &format!("[store]\nurl = \"{url}\"\nresync = \"1s\"\n"),
+    );
+    let log = tmp.path().join("serve.log");
+    let _server = common::Server::start(&config, Some(&log));
+    common::wait_until("store up", || {
+        common::metric(port, "sealgate_store_up") == 1
+    });
+    redis.kill();
+    common::wait_until("store down", || {
+        common::metric(port, "sealgate_store_up") == 0
+    });
+    // Requests go on meanwhile, and the outage is one line, not one per failure.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(common::metric(port, "sealgate_store_errors_total{op=\"subscribe\"}") >= 2);
+    redis.restart();
+    common::wait_until("store back", || {
+        common::metric(port, "sealgate_store_up") == 1
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("store unreachable").count(), 1, "{text}");
+    assert_eq!(text.matches("store reachable").count(), 2, "{text}");
+    assert!(
+        !text.contains("hunter2pw"),
+        "the password is never logged:\n{text}"
+    );
 }
