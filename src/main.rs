@@ -6,12 +6,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sealgate::config::{Config, ENV_CONFIG_FILE, KeySource};
 use sealgate::key_admin;
 use sealgate::keys::{KeyError, KeyRing, ModePolicy};
+use sealgate::revocations::Record;
+use sealgate::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +54,24 @@ enum Command {
     /// List, promote and retire the keys of a key folder (see keys/README.md).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Sessions across the fleet (needs [store]).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// End sessions on every instance sharing the store: every session of a subject begun
+    /// until now (--sub), or the session with a provider session id (--sid).
+    Revoke {
+        #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+        sub: Option<String>,
+        #[arg(long)]
+        sid: Option<String>,
+        /// The configuration file (default: $SEALGATE_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +133,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Sessions(SessionsCommand::Revoke { sub, sid, config }) => revoke(sub, sid, config),
         other => run(other),
     };
     match result {
@@ -135,9 +157,9 @@ fn bad_config(message: String) -> Failure {
     Failure { status: 2, message }
 }
 
-/// Reads the file named by `--config` or `$SEALGATE_CONFIG` and the environment, and
-/// loads the key ring it names: every failure here is exit status 2.
-fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
+/// Reads the file named by `--config` or `$SEALGATE_CONFIG` and the environment (and
+/// gives the file's text back, to name a route by its number): failures are status 2.
+fn read_config(config: Option<PathBuf>) -> Result<(Config, String), Failure> {
     let path = config
         .or_else(|| std::env::var_os(ENV_CONFIG_FILE).map(PathBuf::from))
         .ok_or_else(|| {
@@ -148,6 +170,13 @@ fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| bad_config(format!("{}: {e}", path.display())))?;
     let config = Config::load(&text, std::env::vars()).map_err(|e| bad_config(e.to_string()))?;
+    Ok((config, text))
+}
+
+/// Reads the configuration and loads the key ring it names: every failure here is exit
+/// status 2.
+fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
+    let (config, text) = read_config(config)?;
     let ring = match &config.keys.source {
         KeySource::Dir(dir) => KeyRing::load_dir(dir, policy(config.keys.allow_group_read)),
         KeySource::Ring { ring, primary } => KeyRing::from_ring_string(ring.expose(), primary),
@@ -212,12 +241,21 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         }
         None => None,
     };
+    let rt = runtime()?;
+    // The store's client spawns its connection task: built inside the runtime.
+    let store = match &config.store {
+        Some(c) => Some(Arc::new(
+            rt.block_on(async { Store::new(c) })
+                .map_err(|e| bad_config(format!("store.url: {e}")))?,
+        )),
+        None => None,
+    };
     let (app, discovery) =
-        sealgate::app::App::new(config, ring, tls, None).map_err(|e| Failure {
+        sealgate::app::App::new(config, ring, tls, store).map_err(|e| Failure {
             status: 1,
             message: e.to_string(),
         })?;
-    runtime()?.block_on(async move {
+    rt.block_on(async move {
         // Listen first: discovery runs in the background and /readyz says when it is done.
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -242,6 +280,10 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         tokio::spawn(discovery);
         tokio::spawn(app.clone().watch_keys(Duration::from_secs(2)));
         tokio::spawn(app.clone().watch_revocations());
+        if let Some(store) = app.store() {
+            app.metrics.register_store(store.metrics());
+            tokio::spawn(store.clone().run());
+        }
         sealgate::server::run(app, listener, admin).await;
         Ok(())
     })
@@ -285,6 +327,41 @@ fn check(config: Option<PathBuf>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `sealgate sessions revoke`: writes and publishes one revocation, kept for
+/// `session.absolute` (the longest any session it ends could still live).
+fn revoke(
+    sub: Option<String>,
+    sid: Option<String>,
+    config: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let (config, _) = read_config(config)?;
+    let store_config = config.store.as_ref().ok_or_else(|| {
+        bad_config("store.url: is required: sessions revoke needs [store]".into())
+    })?;
+    let now = sealgate::clock::now_secs();
+    let expires_at = now.saturating_add(config.session.absolute.as_secs());
+    let (record, what) = match (sub, sid) {
+        (Some(sub), _) => (
+            Record::sub(&sub, now, expires_at),
+            format!("every session of sub {sub:?} begun until now"),
+        ),
+        (None, Some(sid)) => (
+            Record::sid(&sid, expires_at),
+            format!("the session with sid {sid:?}"),
+        ),
+        (None, None) => return Err(bad_config("pass --sub SUB or --sid SID".into())),
+    };
+    runtime()?.block_on(async {
+        let store = Store::new(store_config).map_err(|e| bad_config(format!("store.url: {e}")))?;
+        store.publish(&record).await.map_err(|e| Failure {
+            status: 1,
+            message: format!("nothing revoked: {e}"),
+        })
+    })?;
+    println!("revoked {what} on every instance");
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     let print = |out: &mut dyn Write, text: &str| {
@@ -294,7 +371,7 @@ fn run(command: Command) -> Result<(), Failure> {
         })
     };
     match command {
-        Command::Serve { .. } | Command::Check { .. } => Ok(()),
+        Command::Serve { .. } | Command::Check { .. } | Command::Sessions(_) => Ok(()),
         Command::Keygen {
             ring_entry: true, ..
         } => print(&mut out, &key_admin::keygen_ring_entry()?),

@@ -9,8 +9,11 @@
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use std::sync::OnceLock;
 
 /// The endpoint families, as labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +87,8 @@ const LOGIN_OUTCOMES: [&str; 3] = ["started", "ok", "failed"];
 /// token, `replay` a `jti` seen before, `no_store` without `[store]`, `unavailable` our
 /// side failed (provider metadata, store).
 const BACKCHANNEL_OUTCOMES: [&str; 5] = ["ok", "invalid", "replay", "no_store", "unavailable"];
+/// Store operations that can fail (`[store]`).
+pub const STORE_OPS: [&str; 6] = ["revoke", "jti", "lock", "outcome", "resync", "subscribe"];
 
 // The label sets: each field is one label, written in field order.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,6 +125,56 @@ struct CacheResult {
 struct Kind {
     kind: &'static str,
 }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
+}
+
+/// The shared store's families (`[store]`): made by the store, which keeps the handles,
+/// and rendered once handed to [`Metrics::register_store`]. Without a store none of them
+/// is rendered (a `sealgate_store_up 0` would read as an outage).
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    up: Gauge,
+    errors_family: Family<Op, Counter>,
+    errors: [Counter; STORE_OPS.len()],
+    revocations: Gauge,
+    pending: Gauge,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        let errors_family = Family::<Op, Counter>::default();
+        StoreMetrics {
+            up: Gauge::default(),
+            errors: STORE_OPS.map(|op| errors_family.get_or_create_owned(&Op { op })),
+            errors_family,
+            revocations: Gauge::default(),
+            pending: Gauge::default(),
+        }
+    }
+}
+
+impl StoreMetrics {
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    /// A failed store operation; `op` is one of `STORE_OPS` (others are not counted).
+    pub fn error(&self, op: &str) {
+        count(&self.errors, &STORE_OPS, op);
+    }
+
+    /// Revocations held in memory.
+    pub fn set_revocations(&self, n: usize) {
+        self.revocations.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Revocations waiting for the store.
+    pub fn set_pending(&self, n: usize) {
+        self.pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -138,6 +193,8 @@ pub struct Metrics {
     session_cache: [Counter; CACHE_RESULTS.len()],
     upstream_errors: [Counter; UPSTREAM_ERRORS.len()],
     backchannel_logouts: [Counter; BACKCHANNEL_OUTCOMES.len()],
+    /// The store's families, once registered (after the store and the app are built).
+    store: OnceLock<Registry>,
 }
 
 impl Default for Metrics {
@@ -255,7 +312,39 @@ impl Metrics {
                 |outcome| Outcome { outcome },
             ),
             registry,
+            store: OnceLock::new(),
         }
+    }
+
+    /// Renders the store's families from now on (the first call wins; later ones are
+    /// ignored, so a family is never rendered twice).
+    pub fn register_store(&self, m: &StoreMetrics) {
+        let _ = self.store.get_or_init(|| {
+            let mut r = Registry::default();
+            r.register(
+                "sealgate_store_up",
+                "Whether the shared store answered the last command (1) or not (0)",
+                m.up.clone(),
+            );
+            r.register(
+                "sealgate_store_errors",
+                "Failed store operations, by operation (requests carried on without the store)",
+                m.errors_family.clone(),
+            );
+            // Not `sealgate_revocations`: that family counts refresh token revocations
+            // at logout (`sealgate_revocations_total`).
+            r.register(
+                "sealgate_store_revocations",
+                "Session revocations held in memory",
+                m.revocations.clone(),
+            );
+            r.register(
+                "sealgate_store_pending",
+                "Revocations applied here and waiting for the store to be written",
+                m.pending.clone(),
+            );
+            r
+        });
     }
 
     /// A proxied request on route `index` answered with `status`.
@@ -356,6 +445,11 @@ impl Metrics {
         // Writing to a String cannot fail; the encoder fails only on a label it cannot
         // format, and every label here is a plain string from the lists above or the config.
         if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "rendering /metrics");
+        }
+        if let Some(store) = self.store.get()
+            && let Err(e) = prometheus_text::encode(&mut out, store)
+        {
             tracing::error!(error = %e, "rendering /metrics");
         }
         out
@@ -550,6 +644,30 @@ mod tests {
                 "{sample} missing:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn store_families_render_only_once_registered() {
+        let m = Metrics::default();
+        let s = StoreMetrics::default();
+        s.set_up(true);
+        s.error("jti");
+        s.error("nonsense");
+        s.set_revocations(3);
+        assert!(!m.render().contains("sealgate_store"));
+        m.register_store(&s);
+        m.register_store(&s);
+        let text = m.render();
+        for line in [
+            "sealgate_store_up 1",
+            "sealgate_store_errors_total{op=\"jti\"} 1",
+            "sealgate_store_errors_total{op=\"resync\"} 0",
+            "sealgate_store_revocations 3",
+            "sealgate_store_pending 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE sealgate_store_up gauge").count(), 1);
     }
 
     #[test]

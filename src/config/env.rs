@@ -13,8 +13,8 @@ pub const ENV_NOT_CONFIG: [&str; 3] = [ENV_CONFIG_FILE, "SEALGATE_LOG", "SEALGAT
 /// The top-level keys that may come from `SEALGATE_<KEY>` (no `__`).
 const ENV_TOP_LEVEL: [&str; 2] = ["listen", "public_url"];
 /// The sections `SEALGATE_<SECTION>__<KEY>` may name.
-const ENV_SECTIONS: [&str; 7] = [
-    "oidc", "cookies", "keys", "session", "server", "tls", "frontend",
+const ENV_SECTIONS: [&str; 8] = [
+    "oidc", "cookies", "keys", "session", "server", "tls", "frontend", "store",
 ];
 /// The platform's port variable (Cloud Run, Knative, Heroku-style platforms): used for
 /// `listen = "0.0.0.0:$PORT"` when `listen` is not set.

@@ -14,6 +14,7 @@ mod oidc;
 mod routes;
 mod server;
 mod session;
+mod store;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use self::oidc::{ClientAuthMethod, Oidc};
 pub use self::routes::{Frontend, Route, TokenMode};
 pub use self::server::{Server, Tls};
 pub use self::session::{MAX_CACHE_ENTRIES, Session};
+pub use self::store::{MAX_PREFIX_LEN, Store};
 use crate::error::{ConfigError, ConfigIssue};
 
 /// The whole configuration, validated.
@@ -44,6 +46,8 @@ pub struct Config {
     pub frontend: Option<Frontend>,
     pub tls: Option<Tls>,
     pub server: Server,
+    /// `[store]`: the fleet's shared store; `None` keeps every instance on its own.
+    pub store: Option<Store>,
     /// `SEALGATE_*` variables that are not configuration (a platform's service links such as
     /// `SEALGATE_SERVICE_HOST`): ignored, and named in one warning once logging is up.
     pub ignored_env: Vec<String>,
@@ -69,6 +73,7 @@ struct RawConfig {
     tls: Option<server::RawTls>,
     #[serde(default)]
     server: server::RawServer,
+    store: Option<store::RawStore>,
 }
 
 impl Config {
@@ -137,6 +142,7 @@ impl RawConfig {
         let frontend = self.frontend.and_then(|f| f.validate(&mut v));
         let tls = self.tls.and_then(|t| t.validate(&mut v));
         let server = self.server.validate(&mut v, listen);
+        let store = self.store.and_then(|s| s.validate(&mut v));
         match (listen, public_url, oidc, keys, session) {
             (Some(listen), Some(public_url), Some(oidc), Some(keys), Some(session))
                 if v.0.is_empty() =>
@@ -152,6 +158,7 @@ impl RawConfig {
                     frontend,
                     tls,
                     server,
+                    store,
                     ignored_env: Vec::new(),
                 })
             }
