@@ -33,6 +33,11 @@ use crate::sync;
 const PROVIDER_WAIT: Duration = Duration::from_secs(3);
 /// Outbound timeout for calls to the provider.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new instance with `[store]` stays unready while it has not read the fleet's
+/// revocations yet: long enough for a reachable store (one round trip), short enough that a
+/// store outage does not keep new instances out of service (they then start with no
+/// revocation known, and learn them when the store is back: see README "Shared store").
+const STORE_SYNC_WAIT: Duration = Duration::from_secs(10);
 /// Largest provider answer read (token responses, discovery, JWKS, userinfo).
 const PROVIDER_MAX_BODY: usize = 256 * 1024;
 
@@ -79,6 +84,7 @@ pub struct App {
     store: Option<Arc<Store>>,
     provider: watch::Receiver<Option<Arc<Provider>>>,
     draining: AtomicBool,
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for App {
@@ -176,6 +182,7 @@ impl App {
             store,
             provider: rx,
             draining: AtomicBool::new(false),
+            started: std::time::Instant::now(),
         };
         Ok((Arc::new(app), discovery))
     }
@@ -339,9 +346,16 @@ impl App {
         self.provider.borrow().clone().ok_or_else(not_ready)
     }
 
-    /// Ready: keys loaded (always, once built), provider discovered, not draining.
+    /// Ready: keys loaded (always, once built), provider discovered, not draining, and
+    /// with `[store]`, the fleet's revocations read once (or `STORE_SYNC_WAIT` passed
+    /// without: a store outage must not keep new instances out of service). Once ready, a
+    /// store outage never makes an instance unready.
     pub fn is_ready(&self) -> bool {
-        self.provider.borrow().is_some() && !self.draining.load(Ordering::Relaxed)
+        let store_known = self
+            .store
+            .as_ref()
+            .is_none_or(|s| s.has_synced() || self.started.elapsed() >= STORE_SYNC_WAIT);
+        self.provider.borrow().is_some() && !self.draining.load(Ordering::Relaxed) && store_known
     }
 
     /// Marks the instance as draining: `/readyz` answers 503 from now on.

@@ -263,6 +263,7 @@ impl Backend {
                     }
                     next = match store.ok("resync", self.resync(store).await) {
                         Ok(()) => {
+                            store.mark_synced();
                             retry = Backoff::default();
                             Instant::now() + self.resync
                         }

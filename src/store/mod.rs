@@ -18,7 +18,7 @@
 mod backend;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub struct Store {
     /// `jti` digest -> expiry: replays on this instance are caught even without the store.
     jtis: Mutex<HashMap<[u8; 32], u64>>,
     state: AtomicU8,
+    /// A full resync has succeeded at least once: this instance knows the fleet's
+    /// revocations, not only those published since it started.
+    synced: AtomicBool,
     metrics: StoreMetrics,
     /// `None`: no store configured (`Store::default`, for tests); every command fails.
     redis: Option<backend::Backend>,
@@ -111,6 +114,7 @@ impl Store {
             pending: Mutex::new(VecDeque::new()),
             jtis: Mutex::new(HashMap::new()),
             state: AtomicU8::new(UNKNOWN),
+            synced: AtomicBool::new(false),
             metrics: StoreMetrics::default(),
             redis,
         }
@@ -214,6 +218,17 @@ impl Store {
     /// not depend on it).
     pub fn is_up(&self) -> bool {
         self.state.load(Ordering::Acquire) == UP
+    }
+
+    /// Whether a full resync has succeeded since start (see `App::is_ready`).
+    pub fn has_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn mark_synced(&self) {
+        if !self.synced.swap(true, Ordering::AcqRel) {
+            tracing::info!("revocations loaded from the store");
+        }
     }
 
     /// How many revocations wait for the store.
