@@ -1,0 +1,330 @@
+//! Signing compact JWS with keys sealgate holds itself: the client's P-256 key for
+//! `private_key_jwt` (RFC 7523, ES256) and per-session Ed25519 proof keys for DPoP
+//! (RFC 9449, EdDSA). Both by `ring`, already in the tree through rustls. Public keys as
+//! JWKs (RFC 7517/7518, RFC 8037) and their RFC 7638 thumbprints.
+//!
+//! Pure: no I/O, no clock. Private keys are zeroized on drop and never Debug-printed.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+const PEM_END: &str = "-----END PRIVATE KEY-----";
+
+/// Why a key could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum JwsError {
+    #[error("the system random generator failed")]
+    Random,
+    #[error("not a PKCS#8 PEM private key (\"{PEM_BEGIN}\")")]
+    NotPem,
+    #[error("not a P-256 (ES256) PKCS#8 key")]
+    WrongKey,
+    #[error("signing failed")]
+    Sign,
+}
+
+/// A P-256 signing key (ES256), from PKCS#8.
+pub struct EcKey {
+    pair: EcdsaKeyPair,
+    /// RFC 7638 thumbprint of the public key, used as `kid`.
+    kid: String,
+}
+
+impl fmt::Debug for EcKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EcKey {
+    /// A new random key and its PKCS#8 PEM (zeroized on drop).
+    pub fn generate() -> Result<(EcKey, Zeroizing<String>), JwsError> {
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| JwsError::Random)?;
+        let der = Zeroizing::new(doc.as_ref().to_vec());
+        let key = EcKey::from_der(&der)?;
+        Ok((key, pem(&der)))
+    }
+
+    /// Reads a PKCS#8 PEM P-256 key.
+    pub fn from_pem(text: &str) -> Result<EcKey, JwsError> {
+        let body = text
+            .trim()
+            .strip_prefix(PEM_BEGIN)
+            .and_then(|rest| rest.strip_suffix(PEM_END))
+            .ok_or(JwsError::NotPem)?;
+        let b64: Zeroizing<String> =
+            Zeroizing::new(body.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+        let der = Zeroizing::new(
+            STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| JwsError::NotPem)?,
+        );
+        EcKey::from_der(&der)
+    }
+
+    fn from_der(der: &[u8]) -> Result<EcKey, JwsError> {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| JwsError::WrongKey)?;
+        let kid = thumbprint(&ec_members(pair.public_key().as_ref())?);
+        Ok(EcKey { pair, kid })
+    }
+
+    /// The key id: its RFC 7638 thumbprint.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWK, with `kid`, `alg` and `use`: what the provider registers.
+    pub fn public_jwk(&self) -> Result<Value, JwsError> {
+        let mut jwk = ec_members(self.pair.public_key().as_ref())?;
+        jwk.insert("kid".into(), self.kid.clone().into());
+        jwk.insert("alg".into(), "ES256".into());
+        jwk.insert("use".into(), "sig".into());
+        Ok(Value::Object(jwk))
+    }
+
+    /// A compact JWS of `claims` with header `{"alg":"ES256","typ":typ,"kid":kid}`.
+    pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, JwsError> {
+        let header = json!({"alg": "ES256", "typ": typ, "kid": self.kid});
+        compact(&header, claims, |input| {
+            self.pair
+                .sign(&SystemRandom::new(), input)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| JwsError::Sign)
+        })
+    }
+}
+
+/// An Ed25519 proof key (EdDSA): 32 random bytes are the whole private key, so it seals
+/// into a session cookie in 43 characters.
+pub struct EdKey {
+    seed: Zeroizing<[u8; 32]>,
+    pair: Ed25519KeyPair,
+}
+
+impl fmt::Debug for EdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdKey").finish_non_exhaustive()
+    }
+}
+
+impl EdKey {
+    /// A new random key.
+    pub fn generate() -> Result<EdKey, JwsError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).map_err(|_| JwsError::Random)?;
+        EdKey::from_seed(&seed)
+    }
+
+    /// The key of a 32-byte seed (as `seed` returned it).
+    pub fn from_seed(seed: &[u8; 32]) -> Result<EdKey, JwsError> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| JwsError::WrongKey)?;
+        Ok(EdKey {
+            seed: Zeroizing::new(*seed),
+            pair,
+        })
+    }
+
+    /// The private seed, to seal into the session.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The public JWK (`kty` OKP, `crv` Ed25519, `x`), RFC 8037.
+    pub fn public_jwk(&self) -> Value {
+        json!({"crv": "Ed25519", "kty": "OKP", "x": URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref())})
+    }
+
+    /// The RFC 7638 thumbprint of the public key (DPoP's `jkt`).
+    pub fn thumbprint(&self) -> String {
+        match self.public_jwk() {
+            Value::Object(m) => thumbprint(&m),
+            _ => String::new(),
+        }
+    }
+
+    /// A compact JWS of `claims` with header `{"alg":"EdDSA","typ":typ,"jwk":<public>}`.
+    pub fn sign_with_jwk(&self, typ: &str, claims: &Value) -> Result<String, JwsError> {
+        let header = json!({"alg": "EdDSA", "typ": typ, "jwk": self.public_jwk()});
+        compact(&header, claims, |input| {
+            Ok(self.pair.sign(input).as_ref().to_vec())
+        })
+    }
+}
+
+/// `x` and `y` of an uncompressed P-256 point (0x04 || X || Y) as JWK members.
+fn ec_members(point: &[u8]) -> Result<Map<String, Value>, JwsError> {
+    let (x, y) = match point {
+        [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+        _ => return Err(JwsError::WrongKey),
+    };
+    let mut m = Map::new();
+    m.insert("crv".into(), "P-256".into());
+    m.insert("kty".into(), "EC".into());
+    m.insert("x".into(), URL_SAFE_NO_PAD.encode(x).into());
+    m.insert("y".into(), URL_SAFE_NO_PAD.encode(y).into());
+    Ok(m)
+}
+
+/// RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace,
+/// base64url. `serde_json`'s map keeps keys sorted, so serialising only the required
+/// members is exactly the canonical form.
+fn thumbprint(jwk: &Map<String, Value>) -> String {
+    let required: &[&str] = match jwk.get("kty").and_then(Value::as_str) {
+        Some("EC") => &["crv", "kty", "x", "y"],
+        Some("OKP") => &["crv", "kty", "x"],
+        Some("RSA") => &["e", "kty", "n"],
+        _ => &[],
+    };
+    let canonical: Map<String, Value> = required
+        .iter()
+        .filter_map(|k| jwk.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    let text = Value::Object(canonical).to_string();
+    URL_SAFE_NO_PAD.encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The RFC 7638 thumbprint of a JWK given as JSON (for tests and resource servers).
+pub fn jwk_thumbprint(jwk: &Value) -> Option<String> {
+    jwk.as_object().map(thumbprint)
+}
+
+/// `base64url(header).base64url(claims).base64url(sign(those))`.
+fn compact(
+    header: &Value,
+    claims: &Value,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, JwsError>,
+) -> Result<String, JwsError> {
+    let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let sig = sign(out.as_bytes())?;
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(sig));
+    Ok(out)
+}
+
+fn pem(der: &[u8]) -> Zeroizing<String> {
+    let b64 = Zeroizing::new(STANDARD.encode(der));
+    let mut out = Zeroizing::new(String::with_capacity(b64.len() + 80));
+    out.push_str(PEM_BEGIN);
+    out.push('\n');
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(PEM_END);
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(jws: &str) -> (Value, Value, Vec<u8>, String) {
+        let p: Vec<&str> = jws.split('.').collect();
+        assert_eq!(p.len(), 3);
+        let dec = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
+        (
+            serde_json::from_slice(&dec(p[0])).unwrap(),
+            serde_json::from_slice(&dec(p[1])).unwrap(),
+            dec(p[2]),
+            format!("{}.{}", p[0], p[1]),
+        )
+    }
+
+    #[test]
+    fn es256_signatures_verify_with_the_published_key() {
+        let (key, pem) = EcKey::generate().unwrap();
+        let back = EcKey::from_pem(&pem).unwrap();
+        assert_eq!(back.kid(), key.kid(), "PEM round trip keeps the key");
+        let jws = back.sign("JWT", &json!({"iss": "bff"})).unwrap();
+        let (header, claims, sig, input) = parts(&jws);
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["kid"], key.kid());
+        assert_eq!(claims["iss"], "bff");
+        let jwk = key.public_jwk().unwrap();
+        assert!(jwk.get("d").is_none(), "no private part");
+        let dec = |k: &str| URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap();
+        let mut point = vec![4u8];
+        point.extend(dec("x"));
+        point.extend(dec("y"));
+        let public = signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point);
+        public.verify(input.as_bytes(), &sig).unwrap();
+        let mut bad = sig.clone();
+        bad[0] ^= 1;
+        assert!(public.verify(input.as_bytes(), &bad).is_err());
+    }
+
+    #[test]
+    fn ed25519_proofs_carry_the_key_that_verifies_them() {
+        let key = EdKey::generate().unwrap();
+        let same = EdKey::from_seed(key.seed()).unwrap();
+        assert_eq!(same.thumbprint(), key.thumbprint());
+        assert_ne!(EdKey::generate().unwrap().thumbprint(), key.thumbprint());
+        let jws = key
+            .sign_with_jwk("dpop+jwt", &json!({"htm": "GET"}))
+            .unwrap();
+        let (header, _, sig, input) = parts(&jws);
+        assert_eq!(header["typ"], "dpop+jwt");
+        assert_eq!(jwk_thumbprint(&header["jwk"]).unwrap(), key.thumbprint());
+        let x = URL_SAFE_NO_PAD
+            .decode(header["jwk"]["x"].as_str().unwrap())
+            .unwrap();
+        signature::UnparsedPublicKey::new(&signature::ED25519, x)
+            .verify(input.as_bytes(), &sig)
+            .unwrap();
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc_7638_example() {
+        // RFC 7638 §3.1.
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        assert_eq!(
+            jwk_thumbprint(&jwk).unwrap(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn refuses_keys_that_are_not_p256_pkcs8() {
+        assert!(matches!(EcKey::from_pem("garbage"), Err(JwsError::NotPem)));
+        let not_b64 = format!("{PEM_BEGIN}\n!!!\n{PEM_END}");
+        assert!(matches!(EcKey::from_pem(&not_b64), Err(JwsError::NotPem)));
+        let not_a_key = format!("{PEM_BEGIN}\nAAAA\n{PEM_END}");
+        assert!(matches!(
+            EcKey::from_pem(&not_a_key),
+            Err(JwsError::WrongKey)
+        ));
+        let (key, pem) = EcKey::generate().unwrap();
+        let shown = format!("{key:?} {:?}", EdKey::generate().unwrap());
+        let body_line = pem.lines().nth(1).unwrap();
+        assert!(
+            !shown.contains(body_line) && shown.contains(key.kid()),
+            "{shown}"
+        );
+    }
+}
