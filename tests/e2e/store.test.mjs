@@ -325,13 +325,15 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
   });
 
   test('a back-channel logout of (sub, sid) ends exactly that session everywhere within 2 s', async (t) => {
-    cast.carol = await signIn(fleet.sgs[1], 'carol');
-    await backchannelOf(fleet, t, cast.o, cast.b, cast.carol); // bob ends; alice B and carol stay
+    const { sgs } = fleet;
+    const [victim, sameUser, other] = [await signIn(sgs[1], 'bea'), await signIn(sgs[2], 'bea', 'bea B'), await signIn(sgs[0], 'carl')];
+    await backchannelOf(fleet, t, victim, sameUser, other);
+    Object.assign(cast, { bea: victim });
   });
 
   test('refuses forged and replayed logout tokens with 400 and logs nobody out', async (t) => {
     const { sgs, op } = fleet;
-    const victim = cast.carol;
+    const victim = await signIn(sgs[1], 'carol');
     const wrong = [];
     const cases = await forgeries(op, victim);
     for (const [i, [what, token]] of cases.entries()) {
@@ -362,7 +364,7 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
     replays.forEach((r, i) => { if (r.status !== 400) wrong.push(`replayed jti (${i === 0 ? 'another' : 'the same'} instance): ${r.status} ${r.text.slice(0, 120)}`); });
 
     assert.deepEqual(wrong, [], `every forgery and replay must be 400 invalid_request${tail(sgs[0])}`);
-    await assertSignedIn(fleet, victim, cast.b);
+    await assertSignedIn(fleet, victim);
     const counted = await Promise.all(sgs.map((sg) => samples(sg, 'sealgate_backchannel_logouts_total')));
     t.diagnostic(`${cases.length + 5} refusals; sealgate_backchannel_logouts_total per instance: ${JSON.stringify(counted)}`);
   });
@@ -371,69 +373,87 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
     await thirtyAfterExpiry(fleet, t, 'flight-erin');
   });
 
-  test('sealgate sessions revoke --sub ends every session of that subject on every instance, and only those', async (t) => {
+  test('sealgate sessions revoke --sub ends every session of that subject on every instance; --sid exactly one', async (t) => {
     const { sgs } = fleet;
-    cast.a3 = await signIn(sgs[2], 'alice', 'alice C');
-    cast.dave = await signIn(sgs[1], 'dave');
-    await assertSignedIn(fleet, cast.b, cast.a3, cast.dave, cast.carol);
-    const since = Date.now();
-    const out = await sealgateCli(['sessions', 'revoke', '--sub', 'alice', '--config', sgs[0].configPath]);
-    const msB = await assertEndedEverywhere(fleet, cast.b, PROPAGATION_MS, since);
-    const msC = await assertEndedEverywhere(fleet, cast.a3, PROPAGATION_MS, since);
-    await assertSignedIn(fleet, cast.dave, cast.carol);
+    const h1 = await signIn(sgs[1], 'henry', 'henry A');
+    const h2 = await signIn(sgs[2], 'henry', 'henry B');
+    const i1 = await signIn(sgs[0], 'ivy', 'ivy A');
+    const i2 = await signIn(sgs[1], 'ivy', 'ivy B');
+    await assertSignedIn(fleet, h1, h2, i1, i2);
+    const config = ['--config', sgs[0].configPath];
+
+    let since = Date.now();
+    const out = await sealgateCli(['sessions', 'revoke', '--sub', 'henry', ...config]);
+    const msSub = Math.max(await assertEndedEverywhere(fleet, h1, PROPAGATION_MS, since), await assertEndedEverywhere(fleet, h2, PROPAGATION_MS, since));
+    await assertSignedIn(fleet, i1, i2);
+
+    since = Date.now();
+    await sealgateCli(['sessions', 'revoke', '--sid', i1.sid, ...config]);
+    const msSid = await assertEndedEverywhere(fleet, i1, PROPAGATION_MS, since);
+    await assertSignedIn(fleet, i2);
+    Object.assign(cast, { henry: h1, ivy: i1 });
+
     // By subject and time: a login after the revocation is a new session, not revoked.
     await sleep(Math.max(0, (nowS() + 1) * 1000 - Date.now() + 50));
-    cast.a4 = await signIn(sgs[0], 'alice', 'alice D (after the revocation)');
-    await assertSignedIn(fleet, cast.a4);
-    const revs = await Promise.all(sgs.map((sg) => metric(sg.url, 'sealgate_revocations')));
-    t.diagnostic(`revoke --sub alice: refused on all three after ${Math.max(msB, msC)} ms; sealgate_revocations ${revs}; said: ${out.trim()}`);
+    await assertSignedIn(fleet, await signIn(sgs[0], 'henry', 'henry C (after the revocation)'));
+    const revs = await Promise.all(sgs.map((sg) => samples(sg, 'sealgate_store_revocations')));
+    t.diagnostic(`revoke --sub: refused on all three after ${msSub} ms; --sid after ${msSid} ms; sealgate_store_revocations ${JSON.stringify(revs)}; said: ${out.trim()}`);
   });
 
-  test('Redis stopped: sessions live on, /readyz 200, store_up 0; a logout meanwhile ends the session where it arrived, and everywhere once Redis is back', async (t) => {
+  // The outage: judy revoked before it, leo untouched, mia logged out at the provider during it.
+  const outage = {};
+
+  test('Redis stopped: sessions live on, /readyz 200, store_up 0, earlier revocations hold; a logout meanwhile ends the session where it arrived', async (t) => {
     const { sgs, op } = fleet;
+    Object.assign(outage, { judy: await signIn(sgs[0], 'judy'), leo: await signIn(sgs[1], 'leo'), mia: await signIn(sgs[2], 'mia') });
+    await sealgateCli(['sessions', 'revoke', '--sub', 'judy', '--config', sgs[0].configPath]);
+    await assertEndedEverywhere(fleet, outage.judy);
+
     await redis.stop();
     const tDown = Date.now();
     await waitUntil(async () => (await Promise.all(sgs.map((sg) => metric(sg.url, 'sealgate_store_up')))).every((v) => v === 0), 10_000, 'sealgate_store_up 0 on every instance');
     const msDown = Date.now() - tDown;
-
-    await assertSignedIn(fleet, cast.dave, cast.a4, cast.carol);
+    await assertSignedIn(fleet, outage.leo, outage.mia);
     for (const sg of sgs) assert.equal((await fetch(`${sg.url}/readyz`)).status, 200, `/readyz on :${sg.port} during the outage`);
-    for (const s of [cast.a, cast.o, cast.b]) { // revoked before the outage: still refused
-      assert.deepEqual(await everywhere(fleet, s), ['401 401', '401 401', '401 401'], `${s.label} stays refused during the outage`);
-    }
-
-    // The provider logs carol out while the store is down; the logout token reaches sgs[0].
-    const delivery = await op.backchannelLogout(cast.carol.username, cast.carol.sid);
-    const where = await everywhere(fleet, cast.carol);
-    t.diagnostic(`during the outage: the logout token was answered ${delivery?.status}; carol per instance ${JSON.stringify(where)}`);
-    assert.equal(where[0], '401 401', `carol's session ends at once on the instance that got the logout token${tail(sgs[0])}`);
-    await assertSignedIn(fleet, cast.dave, cast.a4);
+    assert.deepEqual(await everywhere(fleet, outage.judy), ['401 401', '401 401', '401 401'], 'judy stays refused during the outage');
     const errors = await samples(sgs[0], 'sealgate_store_errors_total');
     t.diagnostic(`store_up 0 on all three ${msDown} ms after Redis stopped; sealgate_store_errors_total on :${sgs[0].port} ${JSON.stringify(errors)}`);
 
-    // Redis back on the same port, from its append-only file.
-    await redis.start();
+    // The provider logs mia out while the store is down; the logout token reaches sgs[0].
+    const delivery = await op.backchannelLogout(outage.mia.username, outage.mia.sid);
+    const where = await everywhere(fleet, outage.mia);
+    t.diagnostic(`during the outage: the logout token was answered ${delivery?.status}; mia per instance ${JSON.stringify(where)}`);
+    log(`outage: store_up 0 after ${msDown} ms; a logout token then answered ${delivery?.status}, mia per instance ${JSON.stringify(where)}`);
+    assert.equal(where[0], '401 401', `mia's session ends at once on the instance that got the logout token${tail(sgs[0])}`);
+    await assertSignedIn(fleet, outage.leo);
+    outage.delivered = true;
+  });
+
+  test('Redis back (same port, append-only file): the outage\'s logout reaches every instance, earlier revocations hold', async (t) => {
+    const { sgs } = fleet;
+    if (redis.exit) await redis.start();
     const tUp = Date.now();
     await waitUntil(async () => (await Promise.all(sgs.map((sg) => metric(sg.url, 'sealgate_store_up')))).every((v) => v === 1), 15_000, 'sealgate_store_up 1 on every instance');
     const msUp = Date.now() - tUp;
-    const msCarol = await assertEndedEverywhere(fleet, cast.carol, 10_000, tUp);
-    for (const s of [cast.a, cast.o, cast.b, cast.a3]) assert.deepEqual(await everywhere(fleet, s), ['401 401', '401 401', '401 401'], s.label);
-    await assertSignedIn(fleet, cast.dave, cast.a4);
-    t.diagnostic(`Redis back: store_up 1 on all three after ${msUp} ms; carol refused on all three ${msCarol} ms after the restart`);
-    log(`outage: store_up 0 after ${msDown} ms, 1 again ${msUp} ms after Redis restarted; the outage's logout everywhere after ${msCarol} ms`);
+    assert.ok(outage.judy, 'needs the outage test');
+    assert.deepEqual(await everywhere(fleet, outage.judy), ['401 401', '401 401', '401 401'], 'judy stays refused after the Redis restart');
+    await assertSignedIn(fleet, outage.leo);
+    assert.ok(outage.delivered, 'needs the logout during the outage');
+    const msMia = await assertEndedEverywhere(fleet, outage.mia, 10_000, tUp);
+    t.diagnostic(`Redis back: store_up 1 on all three after ${msUp} ms; mia refused on all three ${msMia} ms after the restart`);
+    log(`outage: store_up 1 again ${msUp} ms after Redis restarted; the outage's logout everywhere after ${msMia} ms`);
   });
 
   test('an instance restarted after the Redis restart refuses every earlier revocation from its first answer', async (t) => {
     const sg = await fleet.restart(2);
     const t0 = Date.now();
-    const refused = [];
-    for (const s of [cast.a, cast.o, cast.b, cast.a3, cast.carol]) {
-      const r = await probe(sg, s.cookie);
-      refused.push(`${s.label}: ${r.status}`);
-    }
-    assert.deepEqual(refused, [cast.a, cast.o, cast.b, cast.a3, cast.carol].map((s) => `${s.label}: 401`), `the restarted instance resyncs before it serves${tail(sg)}`);
-    assert.deepEqual(await everywhere(fleet, cast.dave), ['200 200', '200 200', '200 200']);
-    t.diagnostic(`restarted :${sg.port}: five revoked sessions refused, checked within ${Date.now() - t0} ms of /readyz 200`);
+    const revoked = [cast.a, cast.bea, cast.henry, cast.ivy, outage.judy, outage.mia].filter(Boolean);
+    const answers = [];
+    for (const s of revoked) answers.push(`${s.label}: ${(await probe(sg, s.cookie)).status}`);
+    assert.deepEqual(answers, revoked.map((s) => `${s.label}: 401`), `the restarted instance resyncs before it serves${tail(sg)}`);
+    assert.ok(revoked.length === 6, `every earlier test ran: ${revoked.map((s) => s.label)}`);
+    if (outage.leo) assert.deepEqual(await everywhere(fleet, outage.leo), ['200 200', '200 200', '200 200']);
+    t.diagnostic(`restarted :${sg.port}: ${revoked.length} revoked sessions refused, checked within ${Date.now() - t0} ms of /readyz 200`);
   });
 
   test('Redis holds no token, no sid and no subject in plaintext; every key under the prefix', async () => {
@@ -441,7 +461,7 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
     assert.ok(aof.length > 0, 'the append-only file was written');
     const needles = [
       ...tokenNeedles(fleet.op.stats.issuedTokens),
-      ...Object.values(cast).map((s) => ({ label: `sid of ${s.label}`, needle: s.sid })),
+      ...[...Object.values(cast), ...Object.values(outage)].filter((s) => s?.sid).map((s) => ({ label: `sid of ${s.label}`, needle: s.sid })),
       { label: 'a subject', needle: 'flight-erin' },
     ];
     assert.deepEqual(needles.filter(({ needle }) => aof.includes(needle)).map((x) => x.label), []);
