@@ -334,6 +334,13 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
   test('refuses forged and replayed logout tokens with 400 and logs nobody out', async (t) => {
     const { sgs, op } = fleet;
     const victim = await signIn(sgs[1], 'carol');
+    const outcomes = async () => {
+      const all = await Promise.all(sgs.map((sg) => samples(sg, 'sealgate_backchannel_logouts_total')));
+      const sum = {};
+      for (const one of all) for (const [k, v] of Object.entries(one)) sum[k.replace(/^outcome="(.*)"$/, '$1')] = (sum[k.replace(/^outcome="(.*)"$/, '$1')] ?? 0) + v;
+      return sum;
+    };
+    const before = await outcomes();
     const wrong = [];
     const cases = await forgeries(op, victim);
     for (const [i, [what, token]] of cases.entries()) {
@@ -365,8 +372,10 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
 
     assert.deepEqual(wrong, [], `every forgery and replay must be 400 invalid_request${tail(sgs[0])}`);
     await assertSignedIn(fleet, victim);
-    const counted = await Promise.all(sgs.map((sg) => samples(sg, 'sealgate_backchannel_logouts_total')));
-    t.diagnostic(`${cases.length + 5} refusals; sealgate_backchannel_logouts_total per instance: ${JSON.stringify(counted)}`);
+    const counted = await outcomes();
+    const delta = Object.fromEntries(Object.entries(counted).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v));
+    assert.deepEqual(delta, { invalid: cases.length + 3, ok: 1, replay: 2 }, 'sealgate_backchannel_logouts_total{outcome} over the fleet');
+    t.diagnostic(`${cases.length + 5} refusals; sealgate_backchannel_logouts_total over the fleet, this test: ${JSON.stringify(delta)}`);
   });
 
   test('30 concurrent calls of one expired session over three instances: one refresh grant, 30 x 200', async (t) => {
@@ -427,6 +436,15 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
     assert.equal(where[0], '401 401', `mia's session ends at once on the instance that got the logout token${tail(sgs[0])}`);
     await assertSignedIn(fleet, outage.leo);
     outage.delivered = true;
+
+    // An instance (re)started while the store is down starts and serves, knowing no
+    // revocation yet: a documented limit, reported here, not asserted.
+    const fresh = await fleet.restart(1);
+    assert.equal((await fetch(`${fresh.url}/readyz`)).status, 200);
+    const judyThere = (await probe(fresh, outage.judy.cookie)).status;
+    t.diagnostic(`an instance started during the outage answers judy (revoked before it) with ${judyThere}`);
+    log(`outage: an instance started during the outage answers a session revoked before it with ${judyThere}`);
+    await assertSignedIn(fleet, outage.leo);
   });
 
   test('Redis back (same port, append-only file): the outage\'s logout reaches every instance, earlier revocations hold', async (t) => {
@@ -436,7 +454,8 @@ describe('the shared store on standalone Redis (append-only file)', { skip }, ()
     await waitUntil(async () => (await Promise.all(sgs.map((sg) => metric(sg.url, 'sealgate_store_up')))).every((v) => v === 1), 15_000, 'sealgate_store_up 1 on every instance');
     const msUp = Date.now() - tUp;
     assert.ok(outage.judy, 'needs the outage test');
-    assert.deepEqual(await everywhere(fleet, outage.judy), ['401 401', '401 401', '401 401'], 'judy stays refused after the Redis restart');
+    // Every instance, the one started during the outage included, refuses judy again.
+    await assertEndedEverywhere(fleet, outage.judy, 10_000, tUp);
     await assertSignedIn(fleet, outage.leo);
     assert.ok(outage.delivered, 'needs the logout during the outage');
     const msMia = await assertEndedEverywhere(fleet, outage.mia, 10_000, tUp);
