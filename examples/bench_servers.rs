@@ -117,6 +117,7 @@ fn print_cookie(key_dir: &str, access_len: usize) {
         sid: Some("4d1c3f52-6f2e-4d2a-9b1f-0d9c8f2b7a11".into()),
         created_at: now,
         last_seen: now,
+        dpop_key: None,
     };
     let limits = Limits {
         absolute: 12 * 3600,

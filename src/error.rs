@@ -90,6 +90,18 @@ pub enum Error {
     /// The endpoint exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A back-channel logout request refused (OpenID Connect Back-Channel Logout 1.0
+    /// §2.8: 400): the logout token failed a check, was used before, or the request was not
+    /// a form carrying one. The words are fixed per refusal class, never the request's.
+    #[error("back-channel logout refused: {0}")]
+    LogoutTokenRefused(&'static str),
+    /// A back-channel logout that could not be done for a reason on our side (provider
+    /// metadata not loaded, store error): 503, so that the provider may retry.
+    #[error("back-channel logout unavailable: {0}")]
+    BackchannelUnavailable(String),
+    /// Back-channel logout without `[store]`: nothing would carry it to the other instances.
+    #[error("back-channel logout needs [store]")]
+    BackchannelNeedsStore,
     /// Something that should not happen (the random generator failed).
     #[error("internal error: {0}")]
     Internal(String),
@@ -149,6 +161,21 @@ impl Error {
             ),
             Error::NotFound => text(S::NOT_FOUND, "not found\n"),
             Error::MethodNotAllowed => text(S::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            Error::LogoutTokenRefused(why) => json(
+                S::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": why}),
+            ),
+            Error::BackchannelUnavailable(_) => json(
+                S::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "temporarily_unavailable"}),
+            ),
+            Error::BackchannelNeedsStore => json(
+                S::NOT_IMPLEMENTED,
+                &serde_json::json!({
+                    "error": "not_implemented",
+                    "error_description": "back-channel logout needs [store]",
+                }),
+            ),
             Error::Internal(_) => text(S::INTERNAL_SERVER_ERROR, "internal error\n"),
         }
     }

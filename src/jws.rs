@@ -168,6 +168,56 @@ impl EdKey {
     }
 }
 
+/// A random `jti`: 128 bits, base64url.
+pub fn random_jti() -> Result<String, JwsError> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|_| JwsError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// The claims of a `private_key_jwt` client assertion (RFC 7523 §3, OpenID Connect Core
+/// §9): `iss` = `sub` = the client id, `aud` = the issuer identifier (FAPI 2.0 requires
+/// exactly that, and other providers accept it), a minute of life, a unique `jti`.
+pub fn client_assertion_claims(client_id: &str, issuer: &str, now: u64, jti: &str) -> Value {
+    json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": issuer,
+        "iat": now,
+        "exp": now + 60,
+        "jti": jti,
+    })
+}
+
+/// The claims of a DPoP proof (RFC 9449 §4.2): the method, the target URI without query
+/// and fragment, the time, a unique `jti`, the server's nonce when it gave one, and `ath`
+/// (base64url SHA-256 of the access token) when the proof goes with one.
+pub fn dpop_claims(
+    htm: &str,
+    htu: &url::Url,
+    now: u64,
+    jti: &str,
+    nonce: Option<&str>,
+    access_token: Option<&str>,
+) -> Value {
+    let mut htu = htu.clone();
+    htu.set_query(None);
+    htu.set_fragment(None);
+    let mut claims = json!({"htm": htm, "htu": htu.as_str(), "iat": now, "jti": jti});
+    if let Some(obj) = claims.as_object_mut() {
+        if let Some(nonce) = nonce {
+            obj.insert("nonce".into(), nonce.into());
+        }
+        if let Some(at) = access_token {
+            obj.insert(
+                "ath".into(),
+                URL_SAFE_NO_PAD.encode(Sha256::digest(at.as_bytes())).into(),
+            );
+        }
+    }
+    claims
+}
+
 /// `x` and `y` of an uncompressed P-256 point (0x04 || X || Y) as JWK members.
 fn ec_members(point: &[u8]) -> Result<Map<String, Value>, JwsError> {
     let (x, y) = match point {
@@ -291,6 +341,29 @@ mod tests {
         signature::UnparsedPublicKey::new(&signature::ED25519, x)
             .verify(input.as_bytes(), &sig)
             .unwrap();
+    }
+
+    #[test]
+    fn dpop_claims_bind_method_target_and_token() {
+        let url = url::Url::parse("https://api.example/v1/x?secret=1#frag").unwrap();
+        let c = dpop_claims("GET", &url, 1000, "j1", Some("n1"), Some("at"));
+        assert_eq!(
+            c["htu"], "https://api.example/v1/x",
+            "no query, no fragment"
+        );
+        assert_eq!(c["htm"], "GET");
+        assert_eq!(c["nonce"], "n1");
+        // RFC 9449 §4.2: ath = base64url(SHA-256(ASCII(access token))).
+        assert_eq!(c["ath"], URL_SAFE_NO_PAD.encode(Sha256::digest(b"at")));
+        let bare = dpop_claims("POST", &url, 1000, "j2", None, None);
+        assert!(bare.get("nonce").is_none() && bare.get("ath").is_none());
+        assert_ne!(random_jti().unwrap(), random_jti().unwrap());
+        let a = client_assertion_claims("bff", "https://op", 1000, "j");
+        assert_eq!(
+            (a["iss"].as_str(), a["sub"].as_str(), a["aud"].as_str()),
+            (Some("bff"), Some("bff"), Some("https://op"))
+        );
+        assert_eq!(a["exp"], 1060);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backchannel;
 pub mod clock;
 pub mod config;
 pub mod cookies;

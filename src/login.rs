@@ -217,6 +217,7 @@ async fn complete(
         sid: tokens.sid,
         created_at: now,
         last_seen: now,
+        dpop_key: None,
     };
     let ctx = app.ctx(jar, &ring, now);
     let mut set = ctx.write_session(&session).map_err(jar::write_failure)?;

@@ -80,6 +80,10 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 const LOGIN_OUTCOMES: [&str; 3] = ["started", "ok", "failed"];
+/// Back-channel logouts (`backchannel`): `ok` recorded, `invalid` a refused request or
+/// token, `replay` a `jti` seen before, `no_store` without `[store]`, `unavailable` our
+/// side failed (provider metadata, store).
+const BACKCHANNEL_OUTCOMES: [&str; 5] = ["ok", "invalid", "replay", "no_store", "unavailable"];
 
 // The label sets: each field is one label, written in field order.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +137,7 @@ pub struct Metrics {
     key_reloads: [Counter; KEY_RELOADS.len()],
     session_cache: [Counter; CACHE_RESULTS.len()],
     upstream_errors: [Counter; UPSTREAM_ERRORS.len()],
+    backchannel_logouts: [Counter; BACKCHANNEL_OUTCOMES.len()],
 }
 
 impl Default for Metrics {
@@ -242,6 +247,13 @@ impl Metrics {
                 UPSTREAM_ERRORS,
                 |kind| Kind { kind },
             ),
+            backchannel_logouts: family(
+                &mut registry,
+                "sealgate_backchannel_logouts",
+                "Back-channel logout requests, by outcome",
+                BACKCHANNEL_OUTCOMES,
+                |outcome| Outcome { outcome },
+            ),
             registry,
         }
     }
@@ -326,6 +338,16 @@ impl Metrics {
     /// A revocation at logout, by outcome; unknown outcomes count as "failed".
     pub fn revocation(&self, outcome: &str) {
         count_or(&self.revocations, &REVOCATION_OUTCOMES, outcome, "failed");
+    }
+
+    /// A back-channel logout request, by outcome; unknown outcomes count as "invalid".
+    pub fn backchannel_logout(&self, outcome: &str) {
+        count_or(
+            &self.backchannel_logouts,
+            &BACKCHANNEL_OUTCOMES,
+            outcome,
+            "invalid",
+        );
     }
 
     /// The text format (see [`Metrics::content_type`]).
@@ -472,6 +494,7 @@ mod tests {
                 "sealgate_key_reloads_total counter",
                 "sealgate_session_cache_total counter",
                 "sealgate_upstream_errors_total counter",
+                "sealgate_backchannel_logouts_total counter",
             ]
         );
         let mut samples = Vec::new();
@@ -493,7 +516,7 @@ mod tests {
                 "sealgate_proxied_requests_total{{route=\"/api/\",code=\"{code}\"}} 0"
             ));
         }
-        let one_label: [(&str, &str, &[&str]); 8] = [
+        let one_label: [(&str, &str, &[&str]); 9] = [
             ("sealgate_logins_total", "outcome", &LOGIN_OUTCOMES),
             ("sealgate_session_rejected_total", "reason", &REJECT_REASONS),
             ("sealgate_refreshes_total", "outcome", &REFRESH_OUTCOMES),
@@ -510,6 +533,11 @@ mod tests {
             ("sealgate_key_reloads_total", "outcome", &KEY_RELOADS),
             ("sealgate_session_cache_total", "result", &CACHE_RESULTS),
             ("sealgate_upstream_errors_total", "kind", &UPSTREAM_ERRORS),
+            (
+                "sealgate_backchannel_logouts_total",
+                "outcome",
+                &BACKCHANNEL_OUTCOMES,
+            ),
         ];
         for (name, label, values) in one_label {
             for value in values {

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::metrics::Endpoint;
 use crate::proxy::Peer;
 use crate::reply::{self, Body};
-use crate::{api, frontend, guard, login, logout, user};
+use crate::{api, backchannel, frontend, guard, login, logout, user};
 
 /// Answers one request.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
@@ -38,9 +38,17 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
         (&Method::GET | &Method::POST, "/bff/logout") => {
             (Endpoint::Logout, logout::logout(app, &req).await)
         }
-        (_, "/bff/login" | "/bff/callback" | "/bff/user" | "/bff/logout") => {
-            (Endpoint::Other, Err(Error::MethodNotAllowed))
+        (&Method::POST, "/bff/backchannel-logout") => {
+            (Endpoint::Logout, backchannel::logout(app, req).await)
         }
+        (
+            _,
+            "/bff/login"
+            | "/bff/callback"
+            | "/bff/user"
+            | "/bff/logout"
+            | "/bff/backchannel-logout",
+        ) => (Endpoint::Other, Err(Error::MethodNotAllowed)),
         _ if is_bff => (Endpoint::Other, Err(Error::NotFound)),
         _ => match app
             .routes

@@ -85,6 +85,11 @@ pub struct Session {
     /// Last recorded use (Unix seconds): start of the idle limit.
     #[serde(rename = "l")]
     pub last_seen: u64,
+    /// The session's own DPoP proof key (RFC 9449) when `[oidc] dpop` is on: the Ed25519
+    /// seed, base64url (`jws::EdKey::from_seed`). Generated at login, it never leaves the
+    /// sealed cookie.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<SecretString>,
 }
 
 /// What only `/bff/*` needs, sealed into the `Path=/bff/` cookie.
@@ -234,6 +239,7 @@ mod tests {
             sid: Some("sid-1".into()),
             created_at: now,
             last_seen: now,
+            dpop_key: None,
         }
     }
 
@@ -327,7 +333,7 @@ mod tests {
             let s = Session {
                 id: "x".into(), access_token: at.as_str().into(), access_expires_at: exp,
                 refresh_token: rt.as_deref().map(SecretString::from), sub: sub.clone(), sid: None,
-                created_at: created, last_seen: created,
+                created_at: created, last_seen: created, dpop_key: None,
             };
             let back = Session::from_bytes(&s.to_bytes().unwrap()).unwrap();
             prop_assert_eq!(back.access_token.expose(), at.as_str());
@@ -351,7 +357,7 @@ mod tests {
             let start = s.last_seen;
             let quiet = s.quiet_until(&limits);
             let fine = |s: &Session, t: u64| {
-                let mut touched = Session { id: s.id.clone(), access_token: "at".into(), refresh_token: None, sub: String::new(), sid: None, ..*s };
+                let mut touched = Session { id: s.id.clone(), access_token: "at".into(), refresh_token: None, sub: String::new(), sid: None, dpop_key: None, ..*s };
                 s.check(&limits, t).is_ok() && s.access_state(&limits, t) == AccessState::Valid && !touched.touch(&limits, t)
             };
             if fine(&s, start) {

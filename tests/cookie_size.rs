@@ -36,6 +36,7 @@ fn realistic_session_fits_one_chunk_per_cookie_and_under_8_kb() {
         sid: Some("4d1c3f52-6f2e-4d2a-9b1f-0d9c8f2b7a11".into()),
         created_at: NOW,
         last_seen: NOW,
+        dpop_key: None,
     };
     let claims = json!({
         "sub": "248289761001", "name": "Jane Doe", "given_name": "Jane", "family_name": "Doe",

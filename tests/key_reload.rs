@@ -76,6 +76,7 @@ fn login(sub: &str) -> (Session, Profile) {
         sid: None,
         created_at: now,
         last_seen: now,
+        dpop_key: None,
     };
     let profile = Profile {
         session_id: session.id.clone(),

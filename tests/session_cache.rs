@@ -110,6 +110,7 @@ fn session(token: &str) -> Session {
         sid: None,
         created_at: now,
         last_seen: now,
+        dpop_key: None,
     }
 }
 

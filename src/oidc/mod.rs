@@ -8,6 +8,7 @@
 
 mod grants;
 mod id_token;
+mod logout_token;
 mod refresh_failure;
 
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use self::grants::{LoginStart, LoginTokens, RefreshedTokens};
+pub use self::logout_token::{LOGOUT_TOKEN_MAX, LogoutClaims, LogoutTokenError};
 pub use self::refresh_failure::{RefreshError, RefreshFailure};
 // Call sites outside `oidc` move to `crate::clock`; this keeps them building meanwhile.
 pub use crate::config::ClientAuthMethod as ClientAuth;
