@@ -381,6 +381,8 @@ mod tests {
         down: AtomicBool,
         /// Stored (as a winner that just finished would) when the next lock is taken.
         sneak: Mutex<Option<String>>,
+        /// The operations called, in order.
+        calls: Mutex<Vec<&'static str>>,
     }
 
     #[derive(Default)]
@@ -391,7 +393,8 @@ mod tests {
     }
 
     impl Memory {
-        fn up(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        fn up(&self, op: &'static str) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+            self.calls.lock().unwrap().push(op);
             if self.down.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("test: down".into()));
             }
@@ -419,7 +422,7 @@ mod tests {
     impl Shared for Memory {
         async fn lock(&self, key: Key, ttl: Duration) -> Result<Option<Lock>, StoreError> {
             let sneak = self.sneak.lock().unwrap().take();
-            let mut s = self.up()?;
+            let mut s = self.up("lock")?;
             let now = Instant::now();
             if let Some(sealed) = sneak {
                 s.outcomes.insert(key, (sealed, now + GRACE));
@@ -433,7 +436,7 @@ mod tests {
             Ok(Some(Lock { key, token }))
         }
         async fn renew(&self, lock: &Lock, ttl: Duration) -> Result<bool, StoreError> {
-            let mut s = self.up()?;
+            let mut s = self.up("renew")?;
             let now = Instant::now();
             match s.locks.get_mut(&lock.key) {
                 Some((owner, until)) if *owner == lock.token && *until > now => {
@@ -444,7 +447,7 @@ mod tests {
             }
         }
         async fn unlock(&self, lock: Lock) -> Result<(), StoreError> {
-            let mut s = self.up()?;
+            let mut s = self.up("unlock")?;
             if s.locks
                 .get(&lock.key)
                 .is_some_and(|(o, _)| *o == lock.token)
@@ -459,13 +462,13 @@ mod tests {
             sealed: &str,
             ttl: Duration,
         ) -> Result<(), StoreError> {
-            let mut s = self.up()?;
+            let mut s = self.up("put_outcome")?;
             s.outcomes
                 .insert(key, (sealed.to_owned(), Instant::now() + ttl));
             Ok(())
         }
         async fn outcome(&self, key: Key) -> Result<Option<String>, StoreError> {
-            let s = self.up()?;
+            let s = self.up("outcome")?;
             Ok(s.outcomes
                 .get(&key)
                 .filter(|(_, until)| *until > Instant::now())
@@ -603,6 +606,24 @@ mod tests {
         let count = |r: Role| roles.iter().filter(|&&x| x == r).count();
         assert_eq!((count(Role::Leader), count(Role::Fleet)), (1, 2));
         assert_eq!(count(Role::Follower), 57);
+    }
+
+    #[tokio::test]
+    async fn shares_the_outcome_before_releasing_the_lock() {
+        let (store, provider) = (Arc::<Memory>::default(), Arc::default());
+        let fleet = Instance::fleet(2, &store, &provider);
+        let rt = SecretString::from("rt");
+        fleet[0].refresh(&rt, 0, tokens).await;
+        // Whoever finds the lock free must find the outcome: put, then unlock.
+        let leader = ["outcome", "lock", "outcome", "put_outcome", "unlock"];
+        assert_eq!(*store.calls.lock().unwrap(), leader);
+        store.calls.lock().unwrap().clear();
+        fleet[1].refresh(&rt, 0, |_| panic!("a replay")).await;
+        assert_eq!(
+            *store.calls.lock().unwrap(),
+            ["outcome"],
+            "a follower reads once"
+        );
     }
 
     #[tokio::test]
