@@ -212,11 +212,10 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         }
         None => None,
     };
-    let (app, discovery) =
-        sealgate::app::App::new(config, ring, tls, None).map_err(|e| Failure {
-            status: 1,
-            message: e.to_string(),
-        })?;
+    let (app, discovery) = sealgate::app::App::new(config, ring, tls, None).map_err(|e| Failure {
+        status: 1,
+        message: e.to_string(),
+    })?;
     runtime()?.block_on(async move {
         // Listen first: discovery runs in the background and /readyz says when it is done.
         let listener = tokio::net::TcpListener::bind(listen)

@@ -203,10 +203,7 @@ mod tests {
         assert!(r.is_revoked("alice", Some("s1"), T0 - 50, T0));
         assert!(!r.is_revoked("alice", Some("s2"), T0 - 50, T0));
         assert!(!r.is_revoked("alice", None, T0 - 50, T0));
-        assert!(
-            !r.is_revoked("alice", Some("s1"), T0 - 50, T0 + 100),
-            "expired"
-        );
+        assert!(!r.is_revoked("alice", Some("s1"), T0 - 50, T0 + 100), "expired");
     }
 
     #[test]
@@ -214,14 +211,8 @@ mod tests {
         let mut r = Revocations::default();
         assert!(r.insert(Record::sub("alice", T0, T0 + 100), T0));
         assert!(r.is_revoked("alice", Some("x"), T0 - 1, T0));
-        assert!(
-            r.is_revoked("alice", None, T0, T0),
-            "same second counts as before"
-        );
-        assert!(
-            !r.is_revoked("alice", None, T0 + 1, T0 + 1),
-            "a later login lives"
-        );
+        assert!(r.is_revoked("alice", None, T0, T0), "same second counts as before");
+        assert!(!r.is_revoked("alice", None, T0 + 1, T0 + 1), "a later login lives");
         assert!(!r.is_revoked("bob", None, T0 - 1, T0));
         // A later revocation of the same subject moves the time forward, never back.
         assert!(r.insert(Record::sub("alice", T0 + 10, T0 + 110), T0));
@@ -268,12 +259,7 @@ mod tests {
         ] {
             assert_eq!(Record::from_member(m, T0), None, "{m:?}");
         }
-        for m in [
-            "",
-            " ",
-            "x d:a",
-            "-1 d:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        ] {
+        for m in ["", " ", "x d:a", "-1 d:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
             assert_eq!(Record::from_message(m), None, "{m:?}");
         }
     }
