@@ -15,6 +15,7 @@ use url::Url;
 use crate::config::{Config, Frontend, KeySource, Route, Tls};
 use crate::cookies::RequestCookies;
 use crate::error::Error;
+use crate::flight;
 use crate::http_client::{HttpClient, HttpError};
 use crate::jar::{self, Cookies, Loaded};
 use crate::keys::{self, KeyError, KeyRing, ModePolicy};
@@ -398,7 +399,8 @@ impl App {
 
     /// Refreshes the session's access token: one grant per refresh token on this instance,
     /// shared by concurrent and shortly later requests, and backed off while the provider
-    /// fails (see `refresh`). Counts each request's outcome, and each failed grant's class.
+    /// fails (see `refresh`); with `[store]`, one per refresh token in the fleet (see
+    /// `flight`). Counts each request's outcome, and each failed grant's class.
     pub async fn refresh(&self, session: &Session) -> Outcome {
         let Some(rt) = session.refresh_token.clone() else {
             return Outcome::Fatal;
@@ -407,21 +409,45 @@ impl App {
             self.metrics.refresh("transient");
             return Outcome::Transient(RefreshFailure::Network);
         };
-        let (outcome, role) = self
-            .refresher
-            .refresh(&rt, || {
-                let rt = rt.clone();
-                async move { provider.refresh(&rt).await }
-            })
-            .await;
+        let (outcome, role) = match self.store.clone() {
+            None => {
+                self.refresher
+                    .refresh(&rt, || {
+                        let rt = rt.clone();
+                        async move { provider.refresh(&rt).await }
+                    })
+                    .await
+            }
+            Some(store) => {
+                let ring = self.keys();
+                self.refresher
+                    .refresh(&rt, || {
+                        let rt = rt.clone();
+                        async move {
+                            let grant = || provider.refresh(&rt);
+                            flight::run(&*store, &ring, &rt, flight::Timing::default(), grant).await
+                        }
+                    })
+                    .await
+            }
+        };
         let label = match (&outcome, role) {
-            (Outcome::Refreshed(_), Role::Leader) => "ok",
-            (Outcome::Refreshed(_), Role::Follower) => "shared",
+            (Outcome::Refreshed(_), Role::Leader | Role::Fallback) => "ok",
+            (Outcome::Refreshed(_), Role::Follower | Role::Fleet) => "shared",
             (Outcome::Fatal, _) => "fatal",
             (Outcome::Transient(_), _) => "transient",
         };
         self.metrics.refresh(label);
-        if role == Role::Leader {
+        let flight = match role {
+            Role::Leader if self.store.is_some() => Some("fleet_leader"),
+            Role::Leader | Role::Follower => None,
+            Role::Fleet => Some("fleet_follower"),
+            Role::Fallback => Some("local_fallback"),
+        };
+        if let Some(source) = flight {
+            self.metrics.refresh_flight(source);
+        }
+        if matches!(role, Role::Leader | Role::Fallback) {
             match &outcome {
                 Outcome::Refreshed(_) => {}
                 Outcome::Fatal => self
@@ -429,7 +455,9 @@ impl App {
                     .refresh_failure(RefreshFailure::InvalidGrant.as_str()),
                 Outcome::Transient(class) => self.metrics.refresh_failure(class.as_str()),
             }
-            tracing::info!(outcome = label, "access token refresh");
+        }
+        if role != Role::Follower {
+            tracing::info!(outcome = label, source = flight, "access token refresh");
         }
         outcome
     }

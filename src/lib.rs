@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod error;
+pub mod flight;
 pub mod frontend;
 pub mod guard;
 pub mod http_client;

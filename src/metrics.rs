@@ -73,6 +73,11 @@ const REFRESH_FAILURES: [&str; 12] = [
     "unparsable",
     "unusable_tokens",
 ];
+/// Refreshes of this instance's flights with `[store]`, by who sent the grant (see `flight`):
+/// `fleet_leader` this instance, holding the fleet's lock; `fleet_follower` another
+/// instance, whose outcome was used; `local_fallback` this instance, without the lock (the
+/// store failed).
+const REFRESH_FLIGHTS: [&str; 3] = ["fleet_leader", "fleet_follower", "local_fallback"];
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 const KEY_RELOADS: [&str; 2] = ["ok", "failed"];
 /// Session lookups of proxied calls: `hit` served from `session_cache`, `miss` opened.
@@ -116,6 +121,10 @@ struct Reason {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Class {
     class: &'static str,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Source {
+    source: &'static str,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheResult {
@@ -188,6 +197,7 @@ pub struct Metrics {
     rejected: [Counter; REJECT_REASONS.len()],
     refreshes: [Counter; REFRESH_OUTCOMES.len()],
     refresh_failures: [Counter; REFRESH_FAILURES.len()],
+    refresh_flights: [Counter; REFRESH_FLIGHTS.len()],
     revocations: [Counter; REVOCATION_OUTCOMES.len()],
     key_reloads: [Counter; KEY_RELOADS.len()],
     session_cache: [Counter; CACHE_RESULTS.len()],
@@ -275,6 +285,13 @@ impl Metrics {
                 "Refresh grants that gave no usable tokens, by class (only invalid_grant ends the session)",
                 REFRESH_FAILURES,
                 |class| Class { class },
+            ),
+            refresh_flights: family(
+                &mut registry,
+                "sealgate_refresh_flights",
+                "Refreshes with [store], by who sent the grant (fleet_leader: this instance; fleet_follower: another; local_fallback: this one without the fleet's lock, the store failed)",
+                REFRESH_FLIGHTS,
+                |source| Source { source },
             ),
             revocations: family(
                 &mut registry,
@@ -371,6 +388,11 @@ impl Metrics {
             class,
             "other_error",
         );
+    }
+
+    /// A refresh with `[store]`, by who sent its grant (`REFRESH_FLIGHTS`).
+    pub fn refresh_flight(&self, source: &str) {
+        count(&self.refresh_flights, &REFRESH_FLIGHTS, source);
     }
 
     pub fn key_reload(&self, outcome: &str) {
@@ -584,6 +606,7 @@ mod tests {
                 "sealgate_session_rejected_total counter",
                 "sealgate_refreshes_total counter",
                 "sealgate_refresh_failures_total counter",
+                "sealgate_refresh_flights_total counter",
                 "sealgate_revocations_total counter",
                 "sealgate_key_reloads_total counter",
                 "sealgate_session_cache_total counter",
@@ -619,6 +642,7 @@ mod tests {
                 "class",
                 &REFRESH_FAILURES,
             ),
+            ("sealgate_refresh_flights_total", "source", &REFRESH_FLIGHTS),
             (
                 "sealgate_revocations_total",
                 "outcome",

@@ -19,6 +19,9 @@
 //! - entries are keyed by SHA-256 of the refresh token, never the token itself, and
 //!   `sweep` drops every entry whose window has passed (results holding live refresh
 //!   tokens are never kept beyond `GRACE`).
+//!
+//! With `[store]`, the grant a flight runs is `flight::run`, which makes the single flight
+//! fleet-wide; the grant then reports where its answer came from (`Granted::source`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,13 +56,42 @@ pub enum Outcome {
     Transient(RefreshFailure),
 }
 
-type Key = [u8; 32];
+/// A flight's key: SHA-256 of the refresh token.
+pub type Key = [u8; 32];
 
-/// A flight's result and until when it is shared.
+/// Who answered a flight's grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// This instance sent the grant (alone, or holding the fleet's lock).
+    Grant,
+    /// Another instance's grant, whose outcome the fleet's store held.
+    Fleet,
+    /// This instance sent the grant without the fleet's lock: the store failed.
+    Fallback,
+}
+
+/// What a flight's grant brought, and from whom. A plain grant's result converts into it.
+#[derive(Debug)]
+pub struct Granted {
+    pub result: Result<RefreshedTokens, RefreshError>,
+    pub source: Source,
+}
+
+impl From<Result<RefreshedTokens, RefreshError>> for Granted {
+    fn from(result: Result<RefreshedTokens, RefreshError>) -> Self {
+        Granted {
+            result,
+            source: Source::Grant,
+        }
+    }
+}
+
+/// A flight's result, until when it is shared, and who answered it.
 #[derive(Clone, Debug)]
 struct Settled {
     outcome: Outcome,
     until: Instant,
+    source: Source,
 }
 
 struct Slot {
@@ -87,6 +119,7 @@ impl Slot {
             Some(Settled {
                 outcome: Outcome::Transient(class),
                 until,
+                ..
             }) if !class.spent() => now >= *until + STREAK_MEMORY,
             Some(settled) => now >= settled.until,
             None => self.state.has_changed().is_err(),
@@ -120,8 +153,15 @@ impl std::fmt::Debug for Refresher {
 /// Whether this request started the grant or joined someone else's (or a remembered one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Started this instance's flight, and its grant went to the provider.
     Leader,
+    /// Joined this instance's flight, or reused its remembered result.
     Follower,
+    /// Started this instance's flight, which took another instance's outcome.
+    Fleet,
+    /// Started this instance's flight, whose grant went to the provider without the
+    /// fleet's lock (the store failed).
+    Fallback,
 }
 
 impl Refresher {
@@ -129,20 +169,26 @@ impl Refresher {
     /// result is still shared (see the module), in which case that outcome is returned. The
     /// grant runs in its own task, started under the lock that registers it: no waiter,
     /// cancelled or not, can cause a second grant for the same token within the window.
+    /// The leader's role says who answered its grant (`Granted::source`).
     pub async fn refresh<F, Fut>(&self, refresh_token: &SecretString, grant: F) -> (Outcome, Role)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<RefreshedTokens, RefreshError>> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Into<Granted>,
     {
         let (mut rx, role) = self.join_or_start(key(refresh_token), grant);
-        let outcome = match rx.wait_for(Option::is_some).await {
-            Ok(settled) => settled
-                .as_ref()
-                .map_or(Outcome::Transient(RefreshFailure::Network), |s| {
-                    s.outcome.clone()
-                }),
+        let (outcome, source) = match rx.wait_for(Option::is_some).await {
+            Ok(settled) => settled.as_ref().map_or(
+                (Outcome::Transient(RefreshFailure::Network), Source::Grant),
+                |s| (s.outcome.clone(), s.source),
+            ),
             // The task ended without an answer (it panicked): treat as transient.
-            Err(_) => Outcome::Transient(RefreshFailure::Network),
+            Err(_) => (Outcome::Transient(RefreshFailure::Network), Source::Grant),
+        };
+        let role = match (role, source) {
+            (Role::Leader, Source::Fleet) => Role::Fleet,
+            (Role::Leader, Source::Fallback) => Role::Fallback,
+            (role, _) => role,
         };
         (outcome, role)
     }
@@ -160,6 +206,7 @@ impl Refresher {
         let (_, rx) = watch::channel(Some(Settled {
             outcome: Outcome::Transient(RefreshFailure::UnusableTokens),
             until,
+            source: Source::Grant,
         }));
         slots.insert(
             key,
@@ -180,7 +227,8 @@ impl Refresher {
     fn join_or_start<F, Fut>(&self, key: Key, grant: F) -> (watch::Receiver<Option<Settled>>, Role)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<RefreshedTokens, RefreshError>> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Into<Granted>,
     {
         let mut slots = self.lock();
         let now = Instant::now();
@@ -194,7 +242,8 @@ impl Refresher {
         let (tx, rx) = watch::channel(None);
         let fut = grant();
         tokio::spawn(async move {
-            let outcome = match fut.await {
+            let Granted { result, source } = fut.await.into();
+            let outcome = match result {
                 Ok(tokens) => Outcome::Refreshed(Arc::new(tokens)),
                 Err(e) if e.class.is_fatal() => {
                     tracing::info!(class = e.class.as_str(), error = %e.detail, "refresh token refused");
@@ -212,6 +261,7 @@ impl Refresher {
             let _ = tx.send(Some(Settled {
                 outcome,
                 until: Instant::now() + window,
+                source,
             }));
         });
         slots.insert(
@@ -229,7 +279,8 @@ impl Refresher {
     }
 }
 
-fn key(refresh_token: &SecretString) -> Key {
+/// The key of `refresh_token`'s flight, here and in the fleet's store.
+pub fn key(refresh_token: &SecretString) -> Key {
     Sha256::digest(refresh_token.expose().as_bytes()).into()
 }
 
