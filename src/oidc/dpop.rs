@@ -204,7 +204,106 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for ProviderClient<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A token endpoint on 127.0.0.1 that answers `answers` in turn, one connection each,
+    /// and hands back the `DPoP` header of every request it read.
+    async fn token_endpoint(
+        answers: Vec<&'static str>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut proofs = Vec::new();
+            for answer in answers {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = conn.read(&mut buf).await.unwrap();
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let proof = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("dpop: "))
+                    .unwrap_or_default()
+                    .to_owned();
+                proofs.push(proof);
+                conn.write_all(answer.as_bytes()).await.unwrap();
+                conn.shutdown().await.unwrap();
+            }
+            proofs
+        });
+        (url, task)
+    }
+
+    fn claims(jwt: &str) -> Value {
+        let part = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    const USE_NONCE: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ndpop-nonce: n-1\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"use_dpop_nonce\"}";
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndpop-nonce: n-2\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+
+    fn token_request(url: &str) -> http::Request<Vec<u8>> {
+        http::Request::post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(b"grant_type=refresh_token&refresh_token=rt".to_vec())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn retries_once_with_the_nonce_the_token_endpoint_demands() {
+        let (url, server) = token_endpoint(vec![USE_NONCE, OK]).await;
+        let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
+        let key = EdKey::generate().unwrap();
+        let slot = NonceSlot::default();
+        let client = ProviderClient::new(&http, Some(&key), &slot);
+        let answer = client.fetch(token_request(&url)).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(client.status(), 200);
+        let proofs = server.await.unwrap();
+        assert_eq!(proofs.len(), 2, "one retry");
+        let (first, second) = (claims(&proofs[0]), claims(&proofs[1]));
+        assert!(first.get("nonce").is_none());
+        assert_eq!(second["nonce"], "n-1");
+        assert_eq!(second["htm"], "POST");
+        assert_eq!(second["htu"], url);
+        assert!(
+            second.get("ath").is_none(),
+            "no access token at the token endpoint"
+        );
+        assert_ne!(first["jti"], second["jti"]);
+        assert_eq!(
+            slot.get().as_deref(),
+            Some("n-2"),
+            "the latest nonce is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn passes_a_second_nonce_demand_through_and_sends_no_proof_without_a_key() {
+        let (url, server) = token_endpoint(vec![USE_NONCE, USE_NONCE]).await;
+        let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
+        let key = EdKey::generate().unwrap();
+        let slot = NonceSlot::default();
+        let client = ProviderClient::new(&http, Some(&key), &slot);
+        let answer = client.fetch(token_request(&url)).await.unwrap();
+        assert_eq!(answer.status(), 400, "retried once only");
+        assert_eq!(server.await.unwrap().len(), 2);
+
+        let (url, server) = token_endpoint(vec![USE_NONCE]).await;
+        let bearer = ProviderClient::new(&http, None, &slot);
+        assert_eq!(
+            bearer.fetch(token_request(&url)).await.unwrap().status(),
+            400
+        );
+        assert_eq!(server.await.unwrap(), [""], "no DPoP header without a key");
+    }
 
     #[test]
     fn sealed_key_opens_to_the_same_key() {
