@@ -15,7 +15,7 @@ import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
-import { exportJWK, generateKeyPair } from 'jose';
+import { decodeJwt, exportJWK, generateKeyPair } from 'jose';
 
 const DEBUG = Boolean(process.env.DEBUG);
 
@@ -118,14 +118,15 @@ function clientAuthOf(req, body) {
 /**
  * Start oidc-provider on 127.0.0.1.
  * @returns {Promise<{ issuer: string, port: number, provider: Provider, stats: object,
- *   revokeRefreshTokens(accountId?: string): Promise<number>, close(): Promise<void> }>}
+ *   signingKey: object, revokeRefreshTokens(accountId?: string): Promise<number>,
+ *   backchannelLogout(sub: string, sid: string): Promise<object>, close(): Promise<void> }>}
  */
 export async function startProvider({
   clientId = 'bff',
   clientSecret = 'bff-secret-for-tests-only',
   redirectUris = ['http://127.0.0.1:8080/bff/callback'],
   postLogoutRedirectUris = ['http://127.0.0.1:8080/'],
-  accessTokenTTL = 300,
+  accessTokenTTL = 300, // seconds, or oidc-provider's (ctx, token, client) => seconds
   idTokenTTL = 3600,
   refreshTokenTTL = 14 * 24 * 3600,
   accounts, // { username: { claims... } }; undefined = any username logs in
@@ -135,6 +136,9 @@ export async function startProvider({
   // Koa middlewares run before everything else of the provider (e.g. faulty.mjs's token
   // endpoint faults); what they answer themselves is not counted in `stats`.
   middleware = [],
+  // OpenID Connect Back-Channel Logout 1.0: the client's backchannel_logout_uri (with
+  // backchannel_logout_session_required, so ID and logout tokens carry `sid`). Undefined: off.
+  backchannelLogoutUri,
 } = {}) {
   // Listen first: the issuer must contain the real port, and port 0 picks a free one.
   const server = http.createServer();
@@ -163,9 +167,28 @@ export async function startProvider({
     // id_token } (absent ones undefined). Lets a test check that none of them reaches a browser.
     issuedTokens: [],
     lastError: undefined, // the last grant error, for debugging failed assertions
+    // Every logout token the provider POSTed (RP-initiated logout or backchannelLogout()):
+    // { url, sub, sid, jti, status (0 = no answer), error, at (Date.now()) }.
+    backchannelLogouts: [],
   };
 
   const Adapter = memoryAdapter();
+
+  async function deliverLogoutToken(url, options) {
+    delete options.dispatcher;
+    const token = options.body instanceof URLSearchParams ? options.body.get('logout_token') : undefined;
+    const claims = token ? decodeJwt(token) : {};
+    const record = { url: String(url), sub: claims.sub, sid: claims.sid, jti: claims.jti, status: 0, error: undefined, at: Date.now() };
+    stats.backchannelLogouts.push(record);
+    try {
+      const res = await fetch(url, options);
+      record.status = res.status;
+      return res;
+    } catch (err) {
+      record.error = err.cause?.code ?? err.message;
+      throw err;
+    }
+  }
 
   const provider = new Provider(issuer, {
     adapter: Adapter,
@@ -177,6 +200,10 @@ export async function startProvider({
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      ...(backchannelLogoutUri ? {
+        backchannel_logout_uri: backchannelLogoutUri,
+        backchannel_logout_session_required: true,
+      } : {}),
     }],
     jwks: { keys: [signingKey] },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -218,10 +245,15 @@ export async function startProvider({
       userinfo: { enabled: true },
       // Not needed here; keeps discovery to what a BFF uses.
       pushedAuthorizationRequests: { enabled: false },
+      backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
       // The `iss` authorization response parameter (RFC 9207) is always on in oidc-provider 9
       // for non-JARM responses, and discovery always advertises
       // authorization_response_iss_parameter_supported: true. Nothing to enable.
     },
+    // oidc-provider >= 9.7 sends its outgoing requests through a dispatcher that refuses
+    // special-use addresses (SSRF protection), loopback included, and every test server is on
+    // 127.0.0.1: drop it. Only with back-channel logout, the one outgoing request made here.
+    ...(backchannelLogoutUri ? { fetch: deliverLogoutToken } : {}),
     async findAccount(ctx, sub) {
       if (accounts && !Object.hasOwn(accounts, sub)) return undefined;
       return {
@@ -308,12 +340,22 @@ export async function startProvider({
     return n;
   }
 
+  // A back-channel logout of (sub, sid) for our client, as the provider sends it when that
+  // session ends; resolves with its record in stats.backchannelLogouts, also on failure.
+  async function backchannelLogout(sub, sid) {
+    const client = await provider.Client.find(clientId);
+    const n = stats.backchannelLogouts.length;
+    await client.backchannelLogout(sub, sid).catch(() => {});
+    return stats.backchannelLogouts.slice(n).find((r) => r.sub === sub && r.sid === sid);
+  }
+
   async function close() {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(() => resolve()));
   }
 
-  return { issuer, port: actualPort, provider, stats, revokeRefreshTokens, close };
+  // signingKey: the private JWK the provider signs with, so a test can forge tokens with it.
+  return { issuer, port: actualPort, provider, stats, signingKey, revokeRefreshTokens, backchannelLogout, close };
 }
 
 // ---- command line (the demo) --------------------------------------------------------------

@@ -98,7 +98,8 @@ async function waitFor200(url, deadline, exited) {
 /**
  * Start `sealgate serve` against `issuer`.
  *
- * config: merged over the default configuration (e.g. { session: { idle: '5s' }, routes: [...] }).
+ * config: merged over the default configuration (e.g. { session: { idle: '5s' }, routes: [...] },
+ *         or { store: { url: 'redis://127.0.0.1:PORT', prefix: 'x:' } } for the shared store).
  * extraToml: raw TOML appended after everything else (only whole tables make sense there).
  * env: extra environment (SEALGATE_* variables of the parent environment are NOT inherited, so
  *      a developer's shell cannot change what the test runs).
