@@ -397,7 +397,8 @@ impl App {
             .refresher
             .refresh(&rt, || {
                 let rt = rt.clone();
-                async move { provider.refresh(&rt).await }
+                let key = session.dpop_key.as_ref().map(crate::oidc::proof_key);
+                async move { provider.refresh(&rt, key.transpose()?.as_ref()).await }
             })
             .await;
         let label = match (&outcome, role) {
@@ -489,6 +490,10 @@ pub fn provider_settings(config: &Config) -> Settings {
         post_logout_redirect_uri: config.public_url.clone(),
         allow_insecure_http: config.oidc.allow_insecure_http,
         client_auth: config.oidc.client_auth,
+        client_key: config.oidc.client_key.clone(),
+        client_key_next: config.oidc.client_key_next.clone(),
+        par: config.oidc.par,
+        dpop: config.oidc.dpop,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod frontend;
 pub mod guard;
 pub mod http_client;
 pub mod jar;
+pub mod jwks;
 pub mod jws;
 pub mod key_admin;
 pub mod keys;
