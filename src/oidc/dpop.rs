@@ -14,6 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::client_auth::Credentials;
 use super::{RefreshError, RefreshFailure};
 use crate::clock::now_secs;
 use crate::http_client::{HttpClient, HttpError};
@@ -87,13 +88,17 @@ impl From<JwsError> for RefreshError {
 /// fresh proof (`htm`, `htu` = the target without query, `iat`, `jti`, the latest nonce,
 /// `ath` for a request carrying `access_token`); an answer demanding a nonce
 /// (`use_dpop_nonce`, §8: a 400 from the token endpoint, a 401 from a resource) is tried
-/// once more with it. Every `DPoP-Nonce` is remembered. Notes the final answer's status,
-/// because the openidconnect crate's errors drop it (the refresh classes need it).
+/// once more with it, and with a fresh client assertion when the body carries one (a
+/// provider refuses an assertion's `jti` seen before, RFC 7523 §3 item 7). Every
+/// `DPoP-Nonce` is remembered. Notes the final answer's status, because the openidconnect
+/// crate's errors drop it (the refresh classes need it).
 pub(super) struct ProviderClient<'a> {
     pub http: &'a HttpClient,
     pub key: Option<&'a EdKey>,
     pub nonce: &'a NonceSlot,
     pub access_token: Option<&'a SecretString>,
+    /// Signs the retry's new client assertion: the credentials, client id and issuer.
+    pub client: Option<(&'a Credentials, &'a str, &'a str)>,
     pub status: AtomicU16,
 }
 
@@ -104,6 +109,7 @@ impl<'a> ProviderClient<'a> {
             key,
             nonce,
             access_token: None,
+            client: None,
             status: AtomicU16::new(0),
         }
     }
@@ -123,7 +129,7 @@ impl<'a> ProviderClient<'a> {
                 .store(response.status().as_u16(), Ordering::Relaxed);
             return Ok(response);
         };
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let mut nonce = self.nonce.get();
         let mut retried = false;
         loop {
@@ -146,6 +152,10 @@ impl<'a> ProviderClient<'a> {
                     tracing::debug!("provider demanded a DPoP nonce; retrying once with it");
                     nonce = Some(fresh);
                     retried = true;
+                    if let Some((credentials, client_id, issuer)) = self.client {
+                        body = with_fresh_assertion(&body, credentials, client_id, issuer)
+                            .map_err(|e| HttpError::Exchange(e.to_string()))?;
+                    }
                 }
                 _ => return Ok(response),
             }
@@ -172,6 +182,31 @@ impl<'a> ProviderClient<'a> {
         let jwt = key.sign_with_jwk("dpop+jwt", &claims)?;
         HeaderValue::from_str(&jwt).map_err(|_| JwsError::Sign)
     }
+}
+
+/// `body` (a form) with its `client_assertion`, if it has one, replaced by a new one.
+fn with_fresh_assertion(
+    body: &[u8],
+    credentials: &Credentials,
+    client_id: &str,
+    issuer: &str,
+) -> Result<Vec<u8>, super::OidcError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    if !pairs.iter().any(|(k, _)| k == "client_assertion") {
+        return Ok(body.to_vec());
+    }
+    let fresh = credentials.assertion_params(client_id, issuer)?;
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &pairs {
+        match fresh.iter().find(|(name, _)| name == k) {
+            Some((_, new)) => form.append_pair(k, new.expose()),
+            None => form.append_pair(k, v),
+        };
+    }
+    Ok(SecretString::new(form.finish())
+        .expose()
+        .as_bytes()
+        .to_vec())
 }
 
 /// Whether an answer asks for a (new) nonce: RFC 9449 §8 (token endpoint: 400 with
