@@ -246,29 +246,43 @@ mod tests {
     use super::*;
 
     /// A token endpoint on 127.0.0.1 that answers `answers` in turn, one connection each,
-    /// and hands back the `DPoP` header of every request it read.
+    /// and hands back the `DPoP` header and the body of every request it read.
     async fn token_endpoint(
         answers: Vec<&'static str>,
-    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    ) -> (String, tokio::task::JoinHandle<Vec<(String, String)>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            let mut proofs = Vec::new();
+            let mut seen = Vec::new();
             for answer in answers {
                 let (mut conn, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 16 * 1024];
-                let n = conn.read(&mut buf).await.unwrap();
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let text = loop {
+                    let n = conn.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.parse().unwrap());
+                        if body.len() >= len || n == 0 {
+                            break text;
+                        }
+                    }
+                };
+                let (head, body) = text.split_once("\r\n\r\n").unwrap();
                 let proof = head
                     .lines()
                     .find_map(|l| l.strip_prefix("dpop: "))
                     .unwrap_or_default()
                     .to_owned();
-                proofs.push(proof);
+                seen.push((proof, body.to_owned()));
                 conn.write_all(answer.as_bytes()).await.unwrap();
                 conn.shutdown().await.unwrap();
             }
-            proofs
+            seen
         });
         (url, task)
     }
@@ -301,7 +315,7 @@ mod tests {
         let answer = client.fetch(token_request(&url)).await.unwrap();
         assert_eq!(answer.status(), 200);
         assert_eq!(client.status(), 200);
-        let proofs = server.await.unwrap();
+        let proofs: Vec<String> = server.await.unwrap().into_iter().map(|(p, _)| p).collect();
         assert_eq!(proofs.len(), 2, "one retry");
         let (first, second) = (claims(&proofs[0]), claims(&proofs[1]));
         assert!(first.get("nonce").is_none());
@@ -337,7 +351,53 @@ mod tests {
             bearer.fetch(token_request(&url)).await.unwrap().status(),
             400
         );
-        assert_eq!(server.await.unwrap(), [""], "no DPoP header without a key");
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "", "no DPoP header without a key");
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replay_a_client_assertion_in_the_nonce_retry() {
+        let (url, server) = token_endpoint(vec![USE_NONCE, OK]).await;
+        let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
+        let key = EdKey::generate().unwrap();
+        let slot = NonceSlot::default();
+        let (client_key, _) = crate::jws::EcKey::generate().unwrap();
+        let credentials = Credentials::PrivateKeyJwt {
+            key: Box::new(client_key),
+            next: None,
+        };
+        let first = credentials.assertion_params("bff", "https://op").unwrap();
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "refresh_token");
+        for (k, v) in &first {
+            form.append_pair(k, v.expose());
+        }
+        let request = http::Request::post(&url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form.finish().into_bytes())
+            .unwrap();
+        let client = ProviderClient {
+            client: Some((&credentials, "bff", "https://op")),
+            ..ProviderClient::new(&http, Some(&key), &slot)
+        };
+        assert_eq!(client.fetch(request).await.unwrap().status(), 200);
+        let jti_of = |body: &str| {
+            let (_, jwt) = url::form_urlencoded::parse(body.as_bytes())
+                .find(|(k, _)| k == "client_assertion")
+                .unwrap();
+            claims(&jwt)["jti"].clone()
+        };
+        let seen = server.await.unwrap();
+        assert!(
+            seen[1].1.contains("grant_type=refresh_token"),
+            "{}",
+            seen[1].1
+        );
+        assert_ne!(jti_of(&seen[0].1), jti_of(&seen[1].1), "a new assertion");
     }
 
     #[test]
