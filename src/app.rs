@@ -22,7 +22,7 @@ use crate::keys::{self, KeyError, KeyRing, ModePolicy};
 use crate::metrics::Metrics;
 use crate::oidc::{Provider, RefreshFailure, Settings};
 use crate::proxy;
-use crate::refresh::{Outcome, Refresher, Role};
+use crate::refresh::{Granted, Outcome, Refresher, Role};
 use crate::secret::SecretString;
 use crate::session::Limits;
 use crate::session::Session;
@@ -409,12 +409,18 @@ impl App {
             self.metrics.refresh("transient");
             return Outcome::Transient(RefreshFailure::Network);
         };
+        // The session's DPoP key (when it has one) signs the refresh's proof; a seed that does
+        // not decode fails the grant as a transient `other_error` (never for a cookie we sealed).
+        let key = session.dpop_key.as_ref().map(crate::oidc::proof_key);
         let (outcome, role) = match self.store.clone() {
             None => {
                 self.refresher
                     .refresh(&rt, || {
                         let rt = rt.clone();
-                        async move { provider.refresh(&rt).await }
+                        async move {
+                            let key = key.transpose()?;
+                            provider.refresh(&rt, key.as_ref()).await
+                        }
                     })
                     .await
             }
@@ -424,7 +430,11 @@ impl App {
                     .refresh(&rt, || {
                         let rt = rt.clone();
                         async move {
-                            let grant = || provider.refresh(&rt);
+                            let key = match key.transpose() {
+                                Ok(key) => key,
+                                Err(e) => return Granted::from(Err(e.into())),
+                            };
+                            let grant = || provider.refresh(&rt, key.as_ref());
                             flight::run(&*store, &ring, &rt, flight::Timing::default(), grant).await
                         }
                     })
@@ -531,6 +541,10 @@ pub fn provider_settings(config: &Config) -> Settings {
         post_logout_redirect_uri: config.public_url.clone(),
         allow_insecure_http: config.oidc.allow_insecure_http,
         client_auth: config.oidc.client_auth,
+        client_key: config.oidc.client_key.clone(),
+        client_key_next: config.oidc.client_key_next.clone(),
+        par: config.oidc.par,
+        dpop: config.oidc.dpop,
     }
 }
 

@@ -11,7 +11,8 @@ use crate::clock::now_secs;
 use crate::cookies::{RequestCookies, WriteError};
 use crate::error::Error;
 use crate::jar::{self, MAX_PENDING_LOGINS};
-use crate::oidc::OidcError;
+use crate::jws::EdKey;
+use crate::oidc::{self, OidcError};
 use crate::reply::{self, Body};
 use crate::secret::SecretString;
 use crate::session::{self, Profile, Session};
@@ -38,6 +39,10 @@ struct Transaction {
     /// has only whole seconds, and several logins can start within one).
     #[serde(rename = "t", default)]
     started_ms: u64,
+    /// With DPoP: this login's proof key (its seed, `oidc::seal_key`), bound to the code by
+    /// `dpop_jkt` and kept in the session it makes.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    dpop_key: Option<SecretString>,
 }
 
 /// `GET /bff/login?returnTo=/path`: starts a login and redirects to the provider.
@@ -52,7 +57,20 @@ pub async fn start(
         }
     };
     let provider = app.provider().await?;
-    let login = provider.start_login();
+    let dpop_key = if provider.uses_dpop() {
+        Some(EdKey::generate().map_err(|e| Error::Internal(e.to_string()))?)
+    } else {
+        None
+    };
+    let login = provider
+        .start_login(dpop_key.as_ref())
+        .await
+        .map_err(|e| match e {
+            OidcError::Unavailable(m) => Error::ProviderUnavailable(m),
+            // A refused push is the client's registration or the provider's setup, not
+            // anything a new login by the user would fix.
+            OidcError::Refused(m) | OidcError::Invalid(m) => Error::ProviderInvalid(m),
+        })?;
     let tx_spec = app
         .cookies
         .transaction(login.state.expose())
@@ -63,6 +81,7 @@ pub async fn start(
         pkce_verifier: login.pkce_verifier,
         return_to,
         started_ms: now_millis(),
+        dpop_key: dpop_key.as_ref().map(oidc::seal_key),
     };
     let payload = serde_json::to_vec(&tx).map_err(|e| Error::Internal(e.to_string()))?;
     let jar = app.request_cookies(req);
@@ -195,8 +214,14 @@ async fn complete(
         .code
         .as_deref()
         .ok_or_else(|| Error::LoginFailed("no code".into()))?;
+    let dpop_key = tx
+        .dpop_key
+        .as_ref()
+        .map(oidc::proof_key)
+        .transpose()
+        .map_err(|_| Error::LoginFailed("undecodable DPoP key in the login transaction".into()))?;
     let tokens = provider
-        .finish_login(code, &tx.pkce_verifier, &tx.nonce)
+        .finish_login(code, &tx.pkce_verifier, &tx.nonce, dpop_key.as_ref())
         .await
         .map_err(|e| match e {
             OidcError::Unavailable(m) => Error::ProviderUnavailable(m),
@@ -217,7 +242,7 @@ async fn complete(
         sid: tokens.sid,
         created_at: now,
         last_seen: now,
-        dpop_key: None,
+        dpop_key: tx.dpop_key,
     };
     let ctx = app.ctx(jar, &ring, now);
     let mut set = ctx.write_session(&session).map_err(jar::write_failure)?;

@@ -51,6 +51,13 @@ enum Command {
         #[arg(long, conflicts_with = "dir")]
         ring_entry: bool,
     },
+    /// Create a P-256 client signing key for private_key_jwt in FILE (PKCS#8 PEM, mode
+    /// 0600; an existing FILE is refused) and print its public JWK, to register at the
+    /// provider.
+    ClientKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List, promote and retire the keys of a key folder (see keys/README.md).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -197,6 +204,10 @@ fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
             bad_config(format!("routes[{n}].ca_file: {e}"))
         })?;
     }
+    // The private_key_jwt keys too: a missing or unusable file stops start-up naming it.
+    sealgate::app::provider_settings(&config)
+        .check_client_keys()
+        .map_err(|e| bad_config(e.to_string()))?;
     Ok((config, ring))
 }
 
@@ -381,6 +392,13 @@ fn run(command: Command) -> Result<(), Failure> {
                 message: "keygen needs --dir DIR (or --ring-entry)".into(),
             })?;
             print(&mut out, &key_admin::keygen(&dir)?)
+        }
+        Command::ClientKey { out: file } => {
+            let jwk = sealgate::oidc::create_key_file(&file).map_err(|e| Failure {
+                status: 1,
+                message: format!("client-key: {}: {e}", file.display()),
+            })?;
+            print(&mut out, &jwk.to_string())
         }
         Command::Keys(KeysCommand::List {
             dir,

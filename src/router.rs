@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::metrics::Endpoint;
 use crate::proxy::Peer;
 use crate::reply::{self, Body};
-use crate::{api, backchannel, frontend, guard, login, logout, user};
+use crate::{api, backchannel, frontend, guard, jwks, login, logout, user};
 
 /// Answers one request.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
@@ -28,6 +28,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
         (&Method::GET, "/metrics") => (Endpoint::Metrics, Ok(metrics(app))),
         (&Method::GET, "/bff/login") => (Endpoint::Login, login::start(app, &req).await),
         (&Method::GET, "/bff/callback") => (Endpoint::Callback, login::callback(app, &req).await),
+        (&Method::GET, "/bff/jwks.json") => (Endpoint::Other, jwks::get(app).await),
         (&Method::GET, "/bff/user") => (
             Endpoint::User,
             match guard::read(&req) {

@@ -25,7 +25,7 @@ use url::Url;
 pub use self::cookies::{Cookies, MAX_CHUNKS_LIMIT, SameSite};
 pub use self::env::{ENV_CONFIG_FILE, ENV_NOT_CONFIG, ENV_PORT, ENV_PREFIX};
 pub use self::keys::{KeySource, Keys};
-pub use self::oidc::{ClientAuthMethod, Oidc};
+pub use self::oidc::{ClientAuthMethod, ClientKey, Oidc, Par};
 pub use self::routes::{Frontend, Route, TokenMode};
 pub use self::server::{Server, Tls};
 pub use self::session::{MAX_CACHE_ENTRIES, Session};

@@ -1,5 +1,7 @@
 //! `[oidc]`: the provider and this client's registration at it.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use url::Url;
 
@@ -12,18 +14,51 @@ pub struct Oidc {
     /// (OpenID Connect Discovery §4.3), so it is not normalized (no trailing slash added).
     pub issuer: String,
     pub client_id: String,
+    /// Empty with `private_key_jwt`, which needs no secret.
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
     pub allow_insecure_http: bool,
-    /// Client authentication at the token and revocation endpoints.
+    /// Client authentication at the token, revocation and PAR endpoints.
     pub client_auth: ClientAuthMethod,
+    /// The `private_key_jwt` signing key; `Some` exactly when `client_auth` is
+    /// `PrivateKeyJwt`. Read and checked at start-up by the caller (`oidc`).
+    pub client_key: Option<ClientKey>,
+    /// The next client key, published in `/bff/jwks.json` but not used to sign: rotation
+    /// is publish next, let the provider learn it, then swap.
+    pub client_key_next: Option<PathBuf>,
+    /// Pushed authorization requests (RFC 9126).
+    pub par: Par,
+    /// DPoP-bound tokens (RFC 9449), a proof key per session.
+    pub dpop: bool,
 }
 
-/// `client_secret_basic` (default) or `client_secret_post` (RFC 6749 §2.3.1).
+/// How the client authenticates: `client_secret_basic` (default), `client_secret_post`
+/// (RFC 6749 §2.3.1) or `private_key_jwt` (RFC 7523, OpenID Connect Core §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientAuthMethod {
     Basic,
     Post,
+    PrivateKeyJwt,
+}
+
+/// Where the `private_key_jwt` key comes from.
+#[derive(Clone, Debug)]
+pub enum ClientKey {
+    /// A PKCS#8 PEM file (`oidc.client_key`), as `sealgate client-key` writes it.
+    File(PathBuf),
+    /// The PEM itself (`oidc.client_key_pem`, usually `SEALGATE_OIDC__CLIENT_KEY_PEM`).
+    Pem(SecretString),
+}
+
+/// When to push the authorization request (RFC 9126).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Par {
+    /// Whenever discovery advertises a `pushed_authorization_request_endpoint`.
+    Auto,
+    /// Always: a provider without the endpoint fails discovery.
+    Required,
+    /// Never.
+    Off,
 }
 
 #[derive(Deserialize, Default)]
@@ -37,6 +72,12 @@ pub(super) struct RawOidc {
     #[serde(default, deserialize_with = "flex::opt_bool")]
     allow_insecure_http: Option<bool>,
     client_auth: Option<String>,
+    client_key: Option<String>,
+    client_key_pem: Option<SecretString>,
+    client_key_next: Option<String>,
+    par: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    dpop: Option<bool>,
 }
 
 impl RawOidc {
@@ -45,13 +86,62 @@ impl RawOidc {
         let client_auth = match self.client_auth.as_deref() {
             None | Some("client_secret_basic") => ClientAuthMethod::Basic,
             Some("client_secret_post") => ClientAuthMethod::Post,
+            Some("private_key_jwt") => ClientAuthMethod::PrivateKeyJwt,
             Some(other) => {
                 v.push(
                     "oidc.client_auth",
-                    format!("{other:?} is not one of client_secret_basic, client_secret_post"),
+                    format!(
+                        "{other:?} is not one of client_secret_basic, client_secret_post, private_key_jwt"
+                    ),
                 );
                 ClientAuthMethod::Basic
             }
+        };
+        let par = match self.par.as_deref() {
+            None | Some("auto") => Par::Auto,
+            Some("required") => Par::Required,
+            Some("off") => Par::Off,
+            Some(other) => {
+                v.push(
+                    "oidc.par",
+                    format!("{other:?} is not one of auto, required, off"),
+                );
+                Par::Auto
+            }
+        };
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let file = nonempty(self.client_key);
+        let pem = self.client_key_pem.filter(|s| !s.is_empty());
+        let key_given = file.is_some() || pem.is_some();
+        let client_key = match (file, pem) {
+            (Some(_), Some(_)) => {
+                v.push(
+                    "oidc.client_key",
+                    "set either oidc.client_key (a file) or oidc.client_key_pem, not both",
+                );
+                None
+            }
+            (Some(file), None) => Some(ClientKey::File(PathBuf::from(file))),
+            (None, Some(pem)) => Some(ClientKey::Pem(pem)),
+            (None, None) => None,
+        };
+        let client_key_next = nonempty(self.client_key_next).map(PathBuf::from);
+        let client_key = if client_auth == ClientAuthMethod::PrivateKeyJwt {
+            if !key_given {
+                v.push(
+                    "oidc.client_key",
+                    "is required with client_auth = \"private_key_jwt\" (create one with `sealgate client-key --out FILE`)",
+                );
+            }
+            client_key
+        } else {
+            if client_key.is_some() || client_key_next.is_some() {
+                v.push(
+                    "oidc.client_key",
+                    "is only used with client_auth = \"private_key_jwt\"",
+                );
+            }
+            None
         };
         let issuer = v.required("oidc.issuer", self.issuer).and_then(|s| {
             v.parse("oidc.issuer", &s, |s| {
@@ -74,10 +164,14 @@ impl RawOidc {
             })
         });
         let client_id = v.required("oidc.client_id", self.client_id.filter(|s| !s.is_empty()));
-        let client_secret = v.required(
-            "oidc.client_secret",
-            self.client_secret.filter(|s| !s.is_empty()),
-        );
+        let client_secret = self.client_secret.filter(|s| !s.is_empty());
+        // private_key_jwt needs no secret; one left over from before the switch is unused,
+        // and the caller says so in a warning rather than refusing to start.
+        let client_secret = if client_auth == ClientAuthMethod::PrivateKeyJwt {
+            Some(client_secret.unwrap_or_default())
+        } else {
+            v.required("oidc.client_secret", client_secret)
+        };
         let scopes = self.scopes.unwrap_or_else(|| {
             ["openid", "profile", "email", "offline_access"]
                 .map(String::from)
@@ -99,6 +193,10 @@ impl RawOidc {
             scopes,
             allow_insecure_http,
             client_auth,
+            client_key,
+            client_key_next,
+            par,
+            dpop: self.dpop.unwrap_or(false),
         })
     }
 }
@@ -106,4 +204,96 @@ impl RawOidc {
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 fn is_scope_char(b: u8) -> bool {
     b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::error::ConfigError;
+
+    const BASE: &str = r#"
+public_url = "https://app.example.com"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "bff"
+"#;
+
+    fn load(extra: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(&format!("{BASE}{extra}"), env.iter().copied())
+    }
+
+    fn keys_of(err: ConfigError) -> Vec<String> {
+        err.0.into_iter().map(|i| i.key).collect()
+    }
+
+    #[test]
+    fn private_key_jwt_needs_a_key_and_no_secret() {
+        let c = load(
+            "client_auth = \"private_key_jwt\"\nclient_key = \"client.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.oidc.client_auth, ClientAuthMethod::PrivateKeyJwt);
+        assert!(
+            matches!(&c.oidc.client_key, Some(ClientKey::File(f)) if f == &PathBuf::from("client.pem"))
+        );
+        assert!(c.oidc.client_secret.is_empty());
+        let env = load(
+            "client_auth = \"private_key_jwt\"\n",
+            &[(
+                "SEALGATE_OIDC__CLIENT_KEY_PEM",
+                "-----BEGIN PRIVATE KEY-----",
+            )],
+        )
+        .unwrap();
+        assert!(matches!(env.oidc.client_key, Some(ClientKey::Pem(_))));
+        assert!(!format!("{env:?}").contains("BEGIN PRIVATE KEY"));
+    }
+
+    #[test]
+    fn refuses_private_key_jwt_without_a_key_naming_it() {
+        let err = load("client_auth = \"private_key_jwt\"\n", &[]).unwrap_err();
+        assert_eq!(keys_of(err), ["oidc.client_key"]);
+        let both = load(
+            "client_auth = \"private_key_jwt\"\nclient_key = \"a.pem\"\nclient_key_pem = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys_of(both), ["oidc.client_key"]);
+    }
+
+    #[test]
+    fn refuses_a_client_key_without_private_key_jwt() {
+        let err = load(
+            "client_secret = \"s\"\nclient_key_next = \"next.pem\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys_of(err), ["oidc.client_key"]);
+        // And a secret is still required for the secret methods.
+        assert_eq!(keys_of(load("", &[]).unwrap_err()), ["oidc.client_secret"]);
+    }
+
+    #[test]
+    fn par_and_dpop_default_to_auto_and_off() {
+        let c = load("client_secret = \"s\"\n", &[]).unwrap();
+        assert_eq!((c.oidc.par, c.oidc.dpop), (Par::Auto, false));
+        let c = load(
+            "client_secret = \"s\"\npar = \"required\"\n",
+            &[("SEALGATE_OIDC__DPOP", "true")],
+        )
+        .unwrap();
+        assert_eq!((c.oidc.par, c.oidc.dpop), (Par::Required, true));
+        let c = load("client_secret = \"s\"\npar = \"off\"\ndpop = false\n", &[]).unwrap();
+        assert_eq!(c.oidc.par, Par::Off);
+        let err = load(
+            "client_secret = \"s\"\npar = \"sometimes\"\n",
+            &[("SEALGATE_OIDC__DPOP", "maybe")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("oidc.dpop"), "{err}");
+        let err = load("client_secret = \"s\"\npar = \"sometimes\"\n", &[]).unwrap_err();
+        assert_eq!(keys_of(err), ["oidc.par"]);
+    }
 }

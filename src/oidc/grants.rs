@@ -1,15 +1,10 @@
-//! The grants and calls a login makes at the provider: the authorization URL, the code
-//! exchange, userinfo, refresh, revocation (RFC 7009) and the end-session URL (RP-Initiated
-//! Logout 1.0).
+//! The grants and calls a login makes at the provider: the authorization URL (pushed when
+//! PAR is on), the code exchange, userinfo, refresh, revocation (RFC 7009) and the
+//! end-session URL (RP-Initiated Logout 1.0). With DPoP each token and userinfo request
+//! carries a proof of the session's key (RFC 9449).
 //!
 //! The ID token checks are `id_token`'s; a refresh failure's class is `refresh_failure`'s.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, Ordering};
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{
     AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
@@ -18,11 +13,13 @@ use openidconnect::{
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::dpop::ProviderClient;
 use super::id_token::user_claims;
 use super::refresh_failure::{parse_failure, refresh_error};
-use super::{ClientAuth, OidcError, Provider, RefreshError, RefreshFailure, http_error};
+use super::{OidcError, Provider, RefreshError, RefreshFailure, http_error};
 use crate::clock::now_secs;
-use crate::http_client::{HttpClient, HttpError};
+use crate::http_client::HttpError;
+use crate::jws::EdKey;
 use crate::secret::SecretString;
 
 /// A login in progress: the URL to send the browser to and what the callback must check.
@@ -58,8 +55,16 @@ pub struct RefreshedTokens {
 }
 
 impl Provider {
-    /// A new login: fresh state, nonce and PKCE (S256) verifier, and the URL carrying them.
-    pub fn start_login(&self) -> LoginStart {
+    /// Whether logins bind their tokens to a DPoP key (`[oidc] dpop`).
+    pub fn uses_dpop(&self) -> bool {
+        self.settings.dpop
+    }
+
+    /// A new login: fresh state, nonce and PKCE (S256) verifier, and the URL carrying them;
+    /// with `dpop_key`, its thumbprint as `dpop_jkt` (RFC 9449 §10), which binds the code
+    /// to that key. With PAR the request is pushed first, and the URL carries only
+    /// `client_id` and `request_uri`.
+    pub async fn start_login(&self, dpop_key: Option<&EdKey>) -> Result<LoginStart, OidcError> {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -72,31 +77,53 @@ impl Provider {
                 request = request.add_scope(Scope::new(scope.clone()));
             }
         }
+        if let Some(key) = dpop_key {
+            request = request.add_extra_param("dpop_jkt", key.thumbprint());
+        }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
-        LoginStart {
+        let url = match &self.par_endpoint {
+            Some(endpoint) => self.push(endpoint, &url).await?,
+            None => url,
+        };
+        Ok(LoginStart {
             url,
             state: SecretString::new(state.into_secret()),
             nonce: SecretString::new(nonce.secret().clone()),
             pkce_verifier: SecretString::new(verifier.into_secret()),
-        }
+        })
     }
 
     /// Exchanges the code (with the PKCE verifier) and validates the ID token: signature by
     /// a provider key with an advertised asymmetric algorithm, `iss`, `aud`, `azp`, `exp`,
     /// `iat` and `nonce`. Then reads userinfo, when there is an endpoint, for the claims.
+    /// With `dpop_key` (the login's, bound at authorization) the exchange carries its proof,
+    /// and a token that is not DPoP-bound is refused: FAPI 2.0 asks for sender-constrained
+    /// tokens, and a provider that silently issued a Bearer token is not doing what the
+    /// configuration asked.
     pub async fn finish_login(
         &self,
         code: &str,
         pkce_verifier: &SecretString,
         nonce: &SecretString,
+        dpop_key: Option<&EdKey>,
     ) -> Result<LoginTokens, OidcError> {
-        let response = self
+        let http = self.token_client(dpop_key);
+        let mut request = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.expose().to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(token_error)?;
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.expose().to_owned()));
+        for (name, value) in self
+            .credentials
+            .assertion_params(&self.settings.client_id, self.issuer())?
+        {
+            request = request.add_extra_param(name, value.expose().to_owned());
+        }
+        let response = request.request_async(&http).await.map_err(token_error)?;
+        if dpop_key.is_some() && !is_dpop(response.token_type().as_ref()) {
+            return Err(OidcError::Invalid(
+                "token endpoint issued a token that is not DPoP-bound".into(),
+            ));
+        }
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Invalid("token response has no id_token".into()))?;
@@ -106,7 +133,7 @@ impl Provider {
         let raw_id_token = id_token.to_string();
         let (sid, mut claims) = user_claims(&raw_id_token)?;
         let access_token = SecretString::new(response.access_token().secret().clone());
-        if let Some(userinfo) = self.userinfo(&access_token, &sub).await? {
+        if let Some(userinfo) = self.userinfo_bound(&access_token, &sub, dpop_key).await? {
             claims.extend(userinfo);
         }
         Ok(LoginTokens {
@@ -127,26 +154,42 @@ impl Provider {
     /// The userinfo claims, when the provider has the endpoint and answers JSON; `None`
     /// (logged) when it fails, and the ID token's claims are used. An answer for another
     /// subject, or for none, is refused (OpenID Connect Core §5.3.2: its `sub` MUST match
-    /// the ID token's): the login fails rather than mixing two users.
+    /// the ID token's): the login fails rather than mixing two users. A DPoP-bound token
+    /// goes as `Authorization: DPoP` with a proof (RFC 9449 §7.1), see `userinfo_bound`.
     pub(crate) async fn userinfo(
         &self,
         access_token: &SecretString,
         sub: &str,
     ) -> Result<Option<Map<String, Value>>, OidcError> {
+        self.userinfo_bound(access_token, sub, None).await
+    }
+
+    /// `userinfo` for a token bound to `dpop_key` (or a Bearer token without one).
+    pub(crate) async fn userinfo_bound(
+        &self,
+        access_token: &SecretString,
+        sub: &str,
+        dpop_key: Option<&EdKey>,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
         let Some(url) = self.client.user_info_url() else {
             return Ok(None);
         };
+        let scheme = if dpop_key.is_some() { "DPoP" } else { "Bearer" };
         let Ok(request) = http::Request::get(url.url().as_str())
             .header(
                 http::header::AUTHORIZATION,
-                format!("Bearer {}", access_token.expose()),
+                format!("{scheme} {}", access_token.expose()),
             )
             .header(http::header::ACCEPT, "application/json")
             .body(Vec::new())
         else {
             return Ok(None);
         };
-        let response = match self.http.fetch(request).await {
+        let http = ProviderClient {
+            access_token: Some(access_token),
+            ..ProviderClient::new(&self.http, dpop_key, &self.dpop_nonce)
+        };
+        let response = match http.fetch(request).await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 tracing::warn!(status = %r.status(), "userinfo refused; using the ID token's claims");
@@ -172,22 +215,39 @@ impl Provider {
     /// A refresh grant. Only `RefreshFailure::InvalidGrant` means the refresh token is
     /// dead; see `RefreshFailure` for the rest. The answer's status is noted on the way
     /// through, because the crate's errors drop it and a 200 that does not parse (the grant
-    /// may have been spent) must not be taken for an outage.
+    /// may have been spent) must not be taken for an outage. With the session's
+    /// `dpop_key` the grant carries its proof (a nonce demanded is retried once, and is no
+    /// failure), and an answer that is not DPoP-bound is unusable, like one that does not
+    /// parse.
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
+        dpop_key: Option<&EdKey>,
     ) -> Result<RefreshedTokens, RefreshError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
-        let http = NotingStatus {
-            http: &self.http,
-            status: AtomicU16::new(0),
-        };
-        let response = self
-            .client
-            .exchange_refresh_token(&token)
+        let http = self.token_client(dpop_key);
+        let mut request = self.client.exchange_refresh_token(&token);
+        let assertion = self
+            .credentials
+            .assertion_params(&self.settings.client_id, self.issuer())
+            .map_err(|e| RefreshError {
+                // Signing failed before anything was sent: nothing the provider did.
+                class: RefreshFailure::OtherError,
+                detail: e.to_string(),
+            })?;
+        for (name, value) in assertion {
+            request = request.add_extra_param(name, value.expose().to_owned());
+        }
+        let response = request
             .request_async(&http)
             .await
-            .map_err(|e| refresh_error(e, http.status.load(Ordering::Relaxed)))?;
+            .map_err(|e| refresh_error(e, http.status()))?;
+        if dpop_key.is_some() && !is_dpop(response.token_type().as_ref()) {
+            return Err(RefreshError {
+                class: RefreshFailure::Unparsable,
+                detail: "token answer is not DPoP-bound".into(),
+            });
+        }
         if response.access_token().secret().is_empty() {
             return Err(RefreshError {
                 class: RefreshFailure::Unparsable,
@@ -223,14 +283,19 @@ impl Provider {
                     "application/x-www-form-urlencoded",
                 )
                 .header(http::header::ACCEPT, "application/json");
-            match self.settings.client_auth {
-                ClientAuth::Basic => {
-                    request = request.header(http::header::AUTHORIZATION, self.basic_auth());
+            let proof = self
+                .credentials
+                .proof(&self.settings.client_id, self.issuer())?;
+            match &proof.header {
+                Some(header) => {
+                    request = request.header(http::header::AUTHORIZATION, header.expose());
                 }
-                ClientAuth::Post => {
+                None => {
                     form.append_pair("client_id", &self.settings.client_id);
-                    form.append_pair("client_secret", self.settings.client_secret.expose());
                 }
+            }
+            for (name, value) in &proof.params {
+                form.append_pair(name, value.expose());
             }
             let body = SecretString::new(form.finish());
             request
@@ -253,6 +318,19 @@ impl Provider {
         }
     }
 
+    /// The outbound client of a token request: proofs by `dpop_key`, and a new client
+    /// assertion for a retry.
+    fn token_client<'a>(&'a self, dpop_key: Option<&'a EdKey>) -> ProviderClient<'a> {
+        ProviderClient {
+            client: Some((
+                &self.credentials,
+                self.settings.client_id.as_str(),
+                self.issuer(),
+            )),
+            ..ProviderClient::new(&self.http, dpop_key, &self.dpop_nonce)
+        }
+    }
+
     /// Where to send the browser to end the provider's session (RP-Initiated Logout 1.0),
     /// if the provider has an end-session endpoint.
     pub fn end_session_url(&self, id_token_hint: Option<&SecretString>) -> Option<Url> {
@@ -270,38 +348,12 @@ impl Provider {
         }
         Some(url)
     }
-
-    fn basic_auth(&self) -> String {
-        // RFC 6749 §2.3.1: both parts form-urlencoded before base64.
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let pair = format!(
-            "{}:{}",
-            enc(&self.settings.client_id),
-            enc(self.settings.client_secret.expose())
-        );
-        format!("Basic {}", STANDARD.encode(pair))
-    }
 }
 
-/// The outbound client, noting the status of the answer it fetched.
-struct NotingStatus<'a> {
-    http: &'a HttpClient,
-    status: AtomicU16,
-}
-
-impl<'c> openidconnect::AsyncHttpClient<'c> for NotingStatus<'_> {
-    type Error = HttpError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>>;
-
-    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
-        Box::pin(async move {
-            let response = self.http.fetch(request).await?;
-            self.status
-                .store(response.status().as_u16(), Ordering::Relaxed);
-            Ok(response)
-        })
-    }
+/// RFC 9449 §5.1: `token_type` is `DPoP` for a bound token; compared without case, as
+/// RFC 6749 §5.1 has token types.
+fn is_dpop(token_type: &str) -> bool {
+    token_type.eq_ignore_ascii_case("dpop")
 }
 
 fn token_error<RE: std::fmt::Debug + openidconnect::ErrorResponse + 'static>(

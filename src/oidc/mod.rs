@@ -1,10 +1,16 @@
 //! The OpenID Provider as sealgate sees it: discovery and the JWKS (re-fetched when an ID
 //! token names an unknown key) here; the ID token checks in `id_token`, the grants (login,
 //! code exchange, userinfo, refresh, revocation, end-session URL) in `grants`, and why a
-//! refresh failed in `refresh_failure`.
+//! refresh failed in `refresh_failure`. How the client authenticates (secret or
+//! `private_key_jwt`) is `client_auth`'s, pushed authorization requests `par`'s, and DPoP
+//! proofs at the provider `dpop`'s.
 //!
 //! Knows nothing of cookies or HTTP answers: it returns tokens and claims, or an `OidcError`
 //! that says whether the provider was unreachable, refused, or sent something invalid.
+
+mod client_auth;
+mod dpop;
+mod par;
 
 mod grants;
 mod id_token;
@@ -28,11 +34,17 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use self::client_auth::Credentials;
+pub use self::client_auth::{ClientKeyError, create_key_file};
+use self::dpop::NonceSlot;
+pub use self::dpop::{proof_key, seal_key};
+
 pub use self::grants::{LoginStart, LoginTokens, RefreshedTokens};
 pub use self::logout_token::{LOGOUT_TOKEN_MAX, LogoutClaims, LogoutTokenError};
 pub use self::refresh_failure::{RefreshError, RefreshFailure};
 // Call sites outside `oidc` move to `crate::clock`; this keeps them building meanwhile.
 pub use crate::config::ClientAuthMethod as ClientAuth;
+use crate::config::{ClientKey, Par};
 use crate::http_client::{HttpClient, HttpError};
 use crate::secret::SecretString;
 use crate::sync;
@@ -68,6 +80,20 @@ pub struct Settings {
     pub post_logout_redirect_uri: Url,
     pub allow_insecure_http: bool,
     pub client_auth: ClientAuth,
+    /// With `private_key_jwt`: the signing key, and the next one (published only).
+    pub client_key: Option<ClientKey>,
+    pub client_key_next: Option<std::path::PathBuf>,
+    pub par: Par,
+    /// DPoP-bound tokens: a proof key per login, `dpop_jkt` at authorization.
+    pub dpop: bool,
+}
+
+impl Settings {
+    /// Checks the client keys the settings name, as discovery will load them: for
+    /// start-up, so that a bad key file stops it (exit 2) naming its configuration key.
+    pub fn check_client_keys(&self) -> Result<(), ClientKeyError> {
+        Credentials::load(self).map(|_| ())
+    }
 }
 
 /// Discovery fields beyond the core set that sealgate uses.
@@ -80,6 +106,17 @@ pub struct ExtraMetadata {
     /// RFC 9207.
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    /// RFC 9126 §5.
+    #[serde(default)]
+    pushed_authorization_request_endpoint: Option<Url>,
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
+    /// RFC 8414 §2 (PKCE methods).
+    #[serde(default)]
+    code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9449 §5.1.
+    #[serde(default)]
+    dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
@@ -125,6 +162,11 @@ pub struct Provider {
     jwks: RwLock<Jwks>,
     signing_algs: Vec<CoreJwsSigningAlgorithm>,
     extra: ExtraMetadata,
+    credentials: Credentials,
+    /// Where authorization requests are pushed; `None` when they are not (RFC 9126).
+    par_endpoint: Option<Url>,
+    /// The provider's latest DPoP nonce (RFC 9449 §8).
+    dpop_nonce: NonceSlot,
 }
 
 impl std::fmt::Debug for Provider {
@@ -140,8 +182,15 @@ impl Provider {
     /// Fetches the discovery document and the JWKS, and checks them: the issuer must match
     /// exactly (OpenID Connect Discovery §4.3), every endpoint must be https unless
     /// `allow_insecure_http`, and there must be a token endpoint and an asymmetric ID token
-    /// signing algorithm.
+    /// signing algorithm; the provider must serve `response_type=code` with PKCE S256, a
+    /// PAR endpoint when `par = "required"`, and EdDSA proofs when `dpop` is on. The
+    /// client keys are loaded here too.
     pub async fn discover(settings: Settings, http: HttpClient) -> Result<Self, OidcError> {
+        let credentials =
+            Credentials::load(&settings).map_err(|e| OidcError::Invalid(e.to_string()))?;
+        if settings.client_auth == ClientAuth::PrivateKeyJwt && !settings.client_secret.is_empty() {
+            tracing::warn!("oidc.client_secret is set but unused with private_key_jwt");
+        }
         let issuer = IssuerUrl::new(settings.issuer.clone())
             .map_err(|e| OidcError::Invalid(format!("issuer: {e}")))?;
         let metadata = Metadata::discover_async(issuer.clone(), &http)
@@ -174,6 +223,25 @@ impl Provider {
         if let Some(u) = &extra.end_session_endpoint {
             https_only("end_session_endpoint", u)?;
         }
+        if let Some(u) = &extra.pushed_authorization_request_endpoint {
+            https_only("pushed_authorization_request_endpoint", u)?;
+        }
+        let serves_code = metadata
+            .response_types_supported()
+            .iter()
+            .any(|t| t.as_slice() == [CoreResponseType::Code]);
+        check_capabilities(&settings, &extra, serves_code)?;
+        let par_endpoint = match settings.par {
+            Par::Off => {
+                if extra.require_pushed_authorization_requests {
+                    tracing::warn!(
+                        "the provider requires pushed authorization requests but oidc.par = \"off\": logins will fail"
+                    );
+                }
+                None
+            }
+            Par::Auto | Par::Required => extra.pushed_authorization_request_endpoint.clone(),
+        };
         // Only asymmetric algorithms: an HMAC-signed ID token would be keyed with our client
         // secret, and "none" is no signature at all.
         let signing_algs: Vec<_> = metadata
@@ -193,18 +261,20 @@ impl Provider {
             refetched: None,
         };
         let redirect = RedirectUrl::from_url(settings.redirect_uri.clone());
+        // With private_key_jwt the crate gets no secret and sends only `client_id`; the
+        // assertion goes in as extra parameters (see `client_auth`).
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(settings.client_id.clone()),
-            Some(ClientSecret::new(
-                settings.client_secret.expose().to_owned(),
-            )),
+            credentials
+                .secret()
+                .map(|s| ClientSecret::new(s.expose().to_owned())),
         )
         .set_token_uri(TokenUrl::from_url(token_url.url().clone()))
         .set_redirect_uri(redirect)
         .set_auth_type(match settings.client_auth {
             ClientAuth::Basic => AuthType::BasicAuth,
-            ClientAuth::Post => AuthType::RequestBody,
+            ClientAuth::Post | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
         });
         Ok(Self {
             settings,
@@ -215,7 +285,16 @@ impl Provider {
             jwks: RwLock::new(jwks),
             signing_algs,
             extra,
+            credentials,
+            par_endpoint,
+            dpop_nonce: NonceSlot::default(),
         })
+    }
+
+    /// The public JWK Set of the client's `private_key_jwt` keys (signing key first, then
+    /// the next one); `None` with a client secret.
+    pub fn client_jwks(&self) -> Option<serde_json::Value> {
+        self.credentials.public_jwks()
     }
 
     /// The issuer, exactly as discovery confirmed it.
@@ -259,6 +338,49 @@ impl Provider {
     }
 }
 
+/// What sealgate needs of a provider besides its endpoints: the authorization code flow
+/// (the only one it runs; FAPI 2.0 Security Profile §5.3.1.2 allows no other), PKCE S256
+/// when the methods are listed (plain would be no protection), a PAR endpoint when
+/// `par = "required"`, and with DPoP the EdDSA proofs sealgate signs, when algorithms are
+/// listed.
+fn check_capabilities(
+    settings: &Settings,
+    extra: &ExtraMetadata,
+    serves_code: bool,
+) -> Result<(), OidcError> {
+    let lists = |list: &Option<Vec<String>>, wanted: &[&str]| {
+        list.as_ref()
+            .is_none_or(|l| l.iter().any(|v| wanted.contains(&v.as_str())))
+    };
+    if !serves_code {
+        return Err(OidcError::Invalid(
+            "response_types_supported lacks \"code\"".into(),
+        ));
+    }
+    if !lists(&extra.code_challenge_methods_supported, &["S256"]) {
+        return Err(OidcError::Invalid(
+            "code_challenge_methods_supported lacks S256".into(),
+        ));
+    }
+    if settings.par == Par::Required && extra.pushed_authorization_request_endpoint.is_none() {
+        return Err(OidcError::Invalid(
+            "oidc.par = \"required\" but discovery has no pushed_authorization_request_endpoint"
+                .into(),
+        ));
+    }
+    if settings.dpop
+        && !lists(
+            &extra.dpop_signing_alg_values_supported,
+            &["EdDSA", "Ed25519"],
+        )
+    {
+        return Err(OidcError::Invalid(
+            "oidc.dpop is on but dpop_signing_alg_values_supported lacks EdDSA and Ed25519".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn is_asymmetric(alg: &CoreJwsSigningAlgorithm) -> bool {
     use CoreJwsSigningAlgorithm as A;
     matches!(
@@ -297,8 +419,60 @@ fn discovery_error(e: DiscoveryError<HttpError>) -> OidcError {
 }
 
 #[cfg(test)]
+impl Settings {
+    /// Settings for unit tests: a secret client of `https://op.example`.
+    pub(crate) fn for_tests() -> Settings {
+        Settings {
+            issuer: "https://op.example".into(),
+            client_id: "bff".into(),
+            client_secret: "s".into(),
+            scopes: vec!["openid".into()],
+            redirect_uri: Url::parse("https://app.example/bff/callback").unwrap(),
+            post_logout_redirect_uri: Url::parse("https://app.example/").unwrap(),
+            allow_insecure_http: false,
+            client_auth: ClientAuth::Basic,
+            client_key: None,
+            client_key_next: None,
+            par: Par::Auto,
+            dpop: false,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_providers_without_code_s256_par_or_eddsa_when_needed() {
+        let meta =
+            |json: serde_json::Value| -> ExtraMetadata { serde_json::from_value(json).unwrap() };
+        let base = Settings::for_tests();
+        assert!(check_capabilities(&base, &meta(serde_json::json!({})), true).is_ok());
+        assert!(check_capabilities(&base, &meta(serde_json::json!({})), false).is_err());
+        let plain = meta(serde_json::json!({"code_challenge_methods_supported": ["plain"]}));
+        assert!(check_capabilities(&base, &plain, true).is_err());
+        let required = Settings {
+            par: Par::Required,
+            ..Settings::for_tests()
+        };
+        assert!(check_capabilities(&required, &meta(serde_json::json!({})), true).is_err());
+        let with_par =
+            meta(serde_json::json!({"pushed_authorization_request_endpoint": "https://op/par"}));
+        assert!(check_capabilities(&required, &with_par, true).is_ok());
+        let dpop = Settings {
+            dpop: true,
+            ..Settings::for_tests()
+        };
+        let es_only = meta(serde_json::json!({"dpop_signing_alg_values_supported": ["ES256"]}));
+        assert!(check_capabilities(&dpop, &es_only, true).is_err());
+        assert!(
+            check_capabilities(&base, &es_only, true).is_ok(),
+            "only checked with dpop"
+        );
+        let ed = meta(serde_json::json!({"dpop_signing_alg_values_supported": ["ES256", "EdDSA"]}));
+        assert!(check_capabilities(&dpop, &ed, true).is_ok());
+    }
 
     #[test]
     fn only_asymmetric_algorithms_are_accepted() {

@@ -9,13 +9,17 @@
 //
 // Logins go through oidc-provider's built-in development login and consent forms
 // (devInteractions): any username with any password logs in.
+//
+// With `fapi: { jwks: [publicJwk] }` the provider is a FAPI 2.0 authorization server (issue
+// #14): PAR required, DPoP required with server nonces, private_key_jwt only, refresh tokens not
+// rotated; see startProvider's `fapi` option.
 
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
-import { decodeJwt, exportJWK, generateKeyPair } from 'jose';
+import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair } from 'jose';
 
 const DEBUG = Boolean(process.env.DEBUG);
 
@@ -107,12 +111,49 @@ function defaultClaims(username) {
   };
 }
 
-// How the client authenticated at the token/revocation endpoint, for assertions.
+// How the client authenticated at the token/revocation/PAR endpoint, for assertions. A client
+// assertion (RFC 7523) signed with an HMAC is client_secret_jwt, any other private_key_jwt.
 function clientAuthOf(req, body) {
   if (/^basic /i.test(req.headers.authorization ?? '')) return 'client_secret_basic';
   if (body?.client_secret !== undefined) return 'client_secret_post';
-  if (body?.client_assertion !== undefined) return 'private_key_jwt_or_secret_jwt';
+  if (body?.client_assertion !== undefined) {
+    return /^HS/.test(decodeSafely(body.client_assertion)?.header.alg ?? '') ? 'client_secret_jwt' : 'private_key_jwt';
+  }
   return 'none';
+}
+
+// { header, claims } of a compact JWS, or undefined when it is not one. No verification: the
+// provider verifies; this is for recording what the client sent.
+function decodeSafely(jws) {
+  try {
+    return { header: decodeProtectedHeader(jws), claims: decodeJwt(jws) };
+  } catch {
+    return undefined;
+  }
+}
+
+// The FAPI 2.0 part of the provider configuration (FAPI 2.0 Security Profile §5.3, as
+// oidc-provider's `fapi` profile '2.0' enforces it: PKCE S256 required, redirect_uri required,
+// a client assertion's aud must be the issuer identifier itself).
+function fapiConfiguration(fapi) {
+  return {
+    client: {
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      // Inline keys: oidc-provider >= 9.7 refuses to fetch a jwks_uri on a loopback address.
+      jwks: { keys: fapi.jwks },
+      require_pushed_authorization_requests: true,
+      dpop_bound_access_tokens: true,
+    },
+    clientAuthMethods: ['private_key_jwt'],
+    features: {
+      fapi: { enabled: true, profile: '2.0' },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: true },
+      // RFC 9449 §8: a nonce in every proof, at PAR and at the token endpoint. The secret
+      // derives the nonces (they rotate with time); a fresh one per provider.
+      dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => fapi.requireNonce ?? true },
+    },
+  };
 }
 
 /**
@@ -139,6 +180,15 @@ export async function startProvider({
   // OpenID Connect Back-Channel Logout 1.0: the client's backchannel_logout_uri (with
   // backchannel_logout_session_required, so ID and logout tokens carry `sid`). Undefined: off.
   backchannelLogoutUri,
+  // FAPI 2.0 (issue #14): { jwks: [the client's public JWK(s)], requireNonce = true }. The
+  // client then has no secret and authenticates with private_key_jwt (ES256) only; PAR is
+  // required (discovery says require_pushed_authorization_requests), access tokens are
+  // DPoP-bound (dpop_bound_access_tokens: a code or refresh grant without a proof fails),
+  // DPoP proofs need a server nonce (use_dpop_nonce), refresh tokens are not rotated.
+  // Undefined: the ordinary provider above.
+  fapi,
+  // The ordinary provider offering PAR (RFC 9126) without requiring it.
+  par = false,
 } = {}) {
   // Listen first: the issuer must contain the real port, and port 0 picks a free one.
   const server = http.createServer();
@@ -170,9 +220,20 @@ export async function startProvider({
     // Every logout token the provider POSTed (RP-initiated logout or backchannelLogout()):
     // { url, sub, sid, jti, status (0 = no answer), error, at (Date.now()) }.
     backchannelLogouts: [],
+    // FAPI (issue #14). Every POST /request (PAR, RFC 9126): { params (the form without the
+    // client assertion), clientAuth, dpop (the proof's { header, claims } or undefined), status,
+    // requestUri }.
+    pushedAuthorizationRequests: [],
+    // Every client assertion (RFC 7523) received at PAR, token or revocation: { path, header, claims }.
+    clientAssertions: [],
+    // Every DPoP proof received at PAR or token: { path, header, claims, status }.
+    dpopProofs: [],
+    // Answers `use_dpop_nonce` (RFC 9449 §8), by path ('/request', '/token').
+    dpopNonceChallenges: {},
   };
 
   const Adapter = memoryAdapter();
+  const fapiConfig = fapi ? fapiConfiguration(fapi) : undefined;
 
   async function deliverLogoutToken(url, options) {
     delete options.dispatcher;
@@ -194,7 +255,7 @@ export async function startProvider({
     adapter: Adapter,
     clients: [{
       client_id: clientId,
-      client_secret: clientSecret,
+      ...(fapiConfig ? {} : { client_secret: clientSecret }),
       redirect_uris: redirectUris,
       post_logout_redirect_uris: postLogoutRedirectUris,
       grant_types: ['authorization_code', 'refresh_token'],
@@ -204,11 +265,12 @@ export async function startProvider({
         backchannel_logout_uri: backchannelLogoutUri,
         backchannel_logout_session_required: true,
       } : {}),
+      ...fapiConfig?.client,
     }],
     jwks: { keys: [signingKey] },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     // Only confidential clients with basic auth exist here.
-    clientAuthMethods: ['client_secret_basic'],
+    clientAuthMethods: fapiConfig?.clientAuthMethods ?? ['client_secret_basic'],
     // PKCE on every authorization request (oidc-provider 9 only knows S256 anyway).
     pkce: { required: () => true },
     scopes: ['openid', 'offline_access', 'profile', 'email'],
@@ -232,7 +294,9 @@ export async function startProvider({
       : client.grantTypeAllowed('refresh_token') && source.scopes.has('offline_access')),
     // Rotate on every use: a reused (already rotated) refresh token then fails, and
     // oidc-provider also revokes the whole grant when that happens.
-    rotateRefreshToken: true,
+    // FAPI mode: not rotated (the FAPI 2.0 profile discourages rotation; a DPoP-bound
+    // confidential client's refresh token stays valid across refreshes).
+    rotateRefreshToken: !fapiConfig,
     ttl: {
       AccessToken: accessTokenTTL,
       IdToken: idTokenTTL,
@@ -243,9 +307,10 @@ export async function startProvider({
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
-      // Not needed here; keeps discovery to what a BFF uses.
-      pushedAuthorizationRequests: { enabled: false },
+      // Off unless asked for (`par: true`, offered but not required; the FAPI mode requires it).
+      pushedAuthorizationRequests: { enabled: Boolean(par) },
       backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
+      ...fapiConfig?.features,
       // The `iss` authorization response parameter (RFC 9207) is always on in oidc-provider 9
       // for non-JARM responses, and discovery always advertises
       // authorization_response_iss_parameter_supported: true. Nothing to enable.
@@ -291,9 +356,13 @@ export async function startProvider({
       stats.authorizationRequests.push(Object.fromEntries(new URLSearchParams(ctx.querystring)));
     }
     await next();
+    if (ctx.method === 'POST' && ['/request', '/token', '/token/revocation'].includes(ctx.path)) recordFapi(ctx);
     if (ctx.method === 'POST' && ctx.path === '/token') {
       const body = ctx.oidc?.body ?? {};
-      stats.tokenRequests.push({ grantType: body.grant_type, clientAuth: clientAuthOf(ctx.req, body), status: ctx.status });
+      stats.tokenRequests.push({
+        grantType: body.grant_type, clientAuth: clientAuthOf(ctx.req, body), status: ctx.status,
+        error: ctx.body?.error, tokenType: ctx.body?.token_type, dpop: Boolean(ctx.get('DPoP')),
+      });
       if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
         const { access_token, refresh_token, id_token } = ctx.body;
         stats.issuedTokens.push({ access_token, refresh_token, id_token });
@@ -305,6 +374,22 @@ export async function startProvider({
     }
     if (ctx.path === '/me' && ctx.status === 200) stats.userinfoRequests++;
   });
+
+  // What a FAPI client sent to PAR, token and revocation (after the provider answered).
+  function recordFapi(ctx) {
+    const body = ctx.oidc?.body ?? {};
+    const assertion = body.client_assertion && decodeSafely(body.client_assertion);
+    if (assertion) stats.clientAssertions.push({ path: ctx.path, ...assertion });
+    const proof = ctx.get('DPoP') ? decodeSafely(ctx.get('DPoP')) : undefined;
+    if (proof && ctx.path !== '/token/revocation') stats.dpopProofs.push({ path: ctx.path, ...proof, status: ctx.status });
+    if (ctx.body?.error === 'use_dpop_nonce') stats.dpopNonceChallenges[ctx.path] = (stats.dpopNonceChallenges[ctx.path] ?? 0) + 1;
+    if (ctx.path === '/request') {
+      const { client_assertion, client_assertion_type, ...params } = body;
+      stats.pushedAuthorizationRequests.push({
+        params, clientAuth: clientAuthOf(ctx.req, body), dpop: proof, status: ctx.status, requestUri: ctx.body?.request_uri,
+      });
+    }
+  }
 
   // The development login form accepts any username. With `accounts`, refuse unknown ones the
   // way a real login page does: show the form again (otherwise oidc-provider answers 500 later,

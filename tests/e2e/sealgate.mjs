@@ -78,6 +78,15 @@ export async function keygen(dir, bin = sealgateBin()) {
   return stdout.trim();
 }
 
+// `sealgate client-key --out FILE` (issue #14): creates the P-256 client key for
+// private_key_jwt; returns the public JWK it printed (one JSON line).
+export async function clientKeygen(file, bin = sealgateBin()) {
+  const { stdout } = await promisify(execFile)(bin, ['client-key', '--out', file], { timeout: 10_000 });
+  const lines = stdout.trim().split('\n');
+  if (lines.length !== 1) throw new Error(`sealgate client-key printed ${lines.length} lines, not one: ${stdout}`);
+  return JSON.parse(lines[0]);
+}
+
 async function waitFor200(url, deadline, exited) {
   let last = 'no answer';
   while (Date.now() < deadline) {
@@ -105,6 +114,10 @@ async function waitFor200(url, deadline, exited) {
  *      a developer's shell cannot change what the test runs).
  * waitReady: also wait for /readyz 200 (default true); /healthz 200 is always awaited.
  * port: where sealgate listens (listen and public_url follow); default a free port.
+ * clientAuth, clientKey, par, dpop: [oidc] client_auth, client_key (a PEM file, see
+ *      clientKeygen), par ("auto" | "required" | "off"), dpop (boolean); unset ones are not
+ *      written (sealgate's defaults). With clientAuth "private_key_jwt" no client_secret is
+ *      written unless clientSecret is given explicitly.
  *
  * @returns {Promise<{ url: string, port: number, proc: import('node:child_process').ChildProcess,
  *   dir: string, configPath: string, keysDir: string, kid: string, logs(): string,
@@ -114,7 +127,7 @@ async function waitFor200(url, deadline, exited) {
 export async function startSealgate({
   issuer,
   clientId = 'bff',
-  clientSecret = 'bff-secret-for-tests-only',
+  clientSecret,
   config = {},
   extraToml = '',
   env = {},
@@ -122,6 +135,10 @@ export async function startSealgate({
   timeoutMs = 10_000,
   bin = sealgateBin(),
   port, // default: a free port; pass one when the provider must know the redirect URI first
+  clientAuth,
+  clientKey,
+  par,
+  dpop,
 } = {}) {
   port ??= await freePort();
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sealgate-e2e-'));
@@ -140,7 +157,16 @@ export async function startSealgate({
   const settings = merge({
     listen: `127.0.0.1:${port}`,
     public_url: url,
-    oidc: { issuer, client_id: clientId, client_secret: clientSecret, allow_insecure_http: true },
+    oidc: {
+      issuer,
+      client_id: clientId,
+      client_secret: clientSecret ?? (clientAuth === 'private_key_jwt' ? undefined : 'bff-secret-for-tests-only'),
+      client_auth: clientAuth,
+      client_key: clientKey,
+      par,
+      dpop,
+      allow_insecure_http: true,
+    },
     cookies: { secure: false },
     keys: { dir: keysDir },
     session: { absolute: '12h', idle: '1h' },
