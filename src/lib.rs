@@ -15,6 +15,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod cookies;
+pub mod dpop;
 pub mod error;
 pub mod frontend;
 pub mod guard;

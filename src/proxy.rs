@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use url::Url;
 
@@ -118,7 +118,7 @@ pub struct Target<'a> {
     pub base: &'a Url,
     /// A prefix to remove from the request path first.
     pub strip_prefix: Option<&'a str>,
-    /// The `Authorization` value to send, if any (see `bearer_header`).
+    /// The `Authorization` value to send, if any (`dpop::Credential`).
     pub bearer: Option<HeaderValue>,
     /// How long to wait for the upstream's answer head.
     pub timeout: Duration,
@@ -163,15 +163,59 @@ pub struct Hop<'a> {
 /// Streams one request to `target` and its answer back: hop-by-hop headers dropped both
 /// ways, the browser's cookies filtered as `target.cookies` says, `Authorization` replaced
 /// by `target.bearer`, `Forwarded`/`X-Forwarded-*` from `hop.public`; a WebSocket upgrade
-/// becomes a tunnel.
+/// becomes a tunnel. `prepare` then `send`, for callers that add to the request (a DPoP
+/// proof) or send it again.
 pub async fn forward(
     hop: &Hop<'_>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: &Peer,
     target: Target<'_>,
 ) -> Result<Response<Body>, Error> {
+    let (outbound, body) = prepare(hop, req, peer, &target)?;
+    send(hop, outbound, reply::boxed(body), &target).await
+}
+
+/// A request made ready for the upstream (by `prepare`), less its body: what `send`
+/// sends. Its headers may still be added to.
+#[derive(Debug)]
+pub struct Outbound {
+    pub method: Method,
+    /// The upstream's absolute URI (`upstream_uri`).
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// The client's side of a WebSocket handshake, to join to the upstream's on a 101.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Outbound {
+    /// Whether this is a WebSocket handshake.
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade.is_some()
+    }
+
+    /// A copy to send again, for any request but a handshake (whose client side can be
+    /// joined to one upstream only).
+    pub fn again(&self) -> Option<Outbound> {
+        (!self.is_upgrade()).then(|| Outbound {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers: self.headers.clone(),
+            upgrade: None,
+        })
+    }
+}
+
+/// The browser's request as it goes to `target`, and its body: the upstream URI, the
+/// headers rewritten (hop-by-hop, cookies, `Authorization`, forwarding headers, the
+/// handshake's own).
+pub fn prepare(
+    hop: &Hop<'_>,
+    mut req: Request<Incoming>,
+    peer: &Peer,
+    target: &Target<'_>,
+) -> Result<(Outbound, Incoming), Error> {
     let websocket = guard::is_websocket(&req);
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let uri = upstream_uri(target.base, &parts.uri, target.strip_prefix)?;
     let mut headers = parts.headers;
@@ -179,19 +223,36 @@ pub async fn forward(
     headers.remove(header::HOST);
     rewrite_cookies(hop.ours, &mut headers, target.cookies);
     headers.remove(header::AUTHORIZATION);
-    if let Some(value) = target.bearer {
-        headers.insert(header::AUTHORIZATION, value);
+    if let Some(value) = &target.bearer {
+        headers.insert(header::AUTHORIZATION, value.clone());
     }
     set_forwarded(hop.public, &mut headers, peer);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+    let outbound = Outbound {
+        method: parts.method,
+        uri,
+        headers,
+        upgrade,
+    };
+    Ok((outbound, body))
+}
 
-    let mut upstream = Request::new(reply::boxed(body));
-    *upstream.method_mut() = parts.method;
-    *upstream.uri_mut() = uri;
-    *upstream.headers_mut() = headers;
+/// Sends `outbound` with `body` by `target.client` and streams the answer back with its
+/// hop-by-hop headers and any `Set-Cookie` of sealgate's cookies dropped; a handshake
+/// answered 101 becomes a tunnel.
+pub async fn send(
+    hop: &Hop<'_>,
+    outbound: Outbound,
+    body: Body,
+    target: &Target<'_>,
+) -> Result<Response<Body>, Error> {
+    let mut upstream = Request::new(body);
+    *upstream.method_mut() = outbound.method;
+    *upstream.uri_mut() = outbound.uri;
+    *upstream.headers_mut() = outbound.headers;
     let mut response = target
         .client
         .send(upstream, target.timeout)
@@ -200,7 +261,7 @@ pub async fn forward(
             HttpError::Timeout(_) => Error::UpstreamTimeout,
             other => Error::UpstreamUnavailable(other.to_string()),
         })?;
-    if let Some(client_upgrade) = client_upgrade
+    if let Some(client_upgrade) = outbound.upgrade
         && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
     {
         filter_switch(hop.ours, response.headers_mut());

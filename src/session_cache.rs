@@ -4,7 +4,9 @@
 //! A browser sends the same sealed value on every API call until the session is next
 //! re-sealed. Opening it (base64, XChaCha20-Poly1305, JSON, zeroizing the copies) is most of
 //! what sealgate adds to a call, so the first call keeps the one thing later calls need, the
-//! `Authorization` value, and they skip the rest.
+//! session's `dpop::Credential` (the `Authorization` value, and for a DPoP-bound session its
+//! proof key, made once, with the token's `ath`), and they skip the rest: a hit on a DPoP
+//! session costs one signature, its fresh proof.
 //!
 //! A hit answers exactly what opening the cookie again would, never more:
 //! - only the whole sealed value, byte for byte, hits (compared in constant time): a value
@@ -18,13 +20,12 @@
 //!   that needed no write.
 //!
 //! No I/O and no clock: `now` is passed in. The `Authorization` values are zeroized when the
-//! last request using one is done with it (see `proxy::bearer_header`).
+//! last request using one is done with it (see `dpop::Credential`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use http::HeaderValue;
-
+use crate::dpop::Credential;
 use crate::seal;
 
 /// Longest an entry is served after the value was opened, in seconds: bounds how long a
@@ -42,7 +43,7 @@ struct Entry {
     /// Served from `from` (when it was opened) until before `until`.
     from: u64,
     until: u64,
-    bearer: HeaderValue,
+    credential: Credential,
 }
 
 impl Entry {
@@ -53,7 +54,7 @@ impl Entry {
 
 /// Opened sessions, at most `capacity` of them; a capacity of 0 disables the cache.
 /// An entry holds the sealed value and the `Authorization` value: about twice the session
-/// cookie's size (8 KB for a 3 KB access token).
+/// cookie's size (8 KB for a 3 KB access token); a DPoP proof key adds about 400 bytes.
 pub struct SessionCache {
     shards: Vec<Mutex<HashMap<Key, Entry>>>,
     per_shard: usize,
@@ -76,22 +77,29 @@ impl SessionCache {
         }
     }
 
-    /// The `Authorization` value for the sealed value made of the chunks `sealed`, if it was
-    /// opened under `ring` and needs nothing but forwarding at `now`.
-    pub fn get(&self, ring: u64, sealed: &[&str], now: u64) -> Option<HeaderValue> {
+    /// The credential for the sealed value made of the chunks `sealed`, if it was opened
+    /// under `ring` and needs nothing but forwarding at `now`.
+    pub fn get(&self, ring: u64, sealed: &[&str], now: u64) -> Option<Credential> {
         let (key, shard) = self.locate(sealed)?;
         let map = lock(shard);
         let entry = map.get(&key)?;
         // `live` also refuses a clock that went back past the opening: opening again could
         // then find the session's timestamps in the future.
         (entry.ring == ring && entry.live(now) && constant_time_eq(&entry.sealed, sealed))
-            .then(|| entry.bearer.clone())
+            .then(|| entry.credential.clone())
     }
 
     /// Remembers that the sealed value made of the chunks `sealed` opened under `ring` to a
-    /// session that needs nothing but forwarding `bearer` until `until` (at most `TTL` from
-    /// `now`).
-    pub fn insert(&self, ring: u64, sealed: &[&str], now: u64, until: u64, bearer: HeaderValue) {
+    /// session that needs nothing but forwarding with `credential` until `until` (at most
+    /// `TTL` from `now`).
+    pub fn insert(
+        &self,
+        ring: u64,
+        sealed: &[&str],
+        now: u64,
+        until: u64,
+        credential: impl Into<Credential>,
+    ) {
         let until = until.min(now.saturating_add(TTL));
         if until <= now {
             return;
@@ -121,7 +129,7 @@ impl SessionCache {
                 ring,
                 from: now,
                 until,
-                bearer,
+                credential: credential.into(),
             },
         );
     }
@@ -196,6 +204,7 @@ fn constant_time_eq(whole: &str, parts: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use proptest::prelude::*;
 
     const NOW: u64 = 1_800_000_000;
@@ -221,9 +230,9 @@ mod tests {
         let c = SessionCache::new(64);
         let v = value('a', "ciphertext-and-tag");
         c.insert(1, &two(&v), NOW, NOW + 30, bearer("Bearer t1"));
-        assert_eq!(c.get(1, &two(&v), NOW).unwrap(), "Bearer t1");
+        assert_eq!(c.get(1, &two(&v), NOW).unwrap().authorization, "Bearer t1");
         assert_eq!(
-            c.get(1, &[&v], NOW + 29).unwrap(),
+            c.get(1, &[&v], NOW + 29).unwrap().authorization,
             "Bearer t1",
             "same value"
         );
@@ -249,7 +258,7 @@ mod tests {
         assert!(c.get(1, &["short"], NOW).is_none());
         assert!(c.get(1, &[], NOW).is_none());
         assert_eq!(
-            c.get(1, &two(&v), NOW).unwrap(),
+            c.get(1, &two(&v), NOW).unwrap().authorization,
             "Bearer t1",
             "a miss evicts nothing"
         );
@@ -284,6 +293,26 @@ mod tests {
         assert_eq!(c.len(), 2);
         c.clear();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_dpop_entry_hands_out_its_one_proof_key() {
+        use base64::Engine;
+        let c = SessionCache::new(64);
+        let v = value('a', "x");
+        let seed = crate::secret::SecretString::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]),
+        );
+        let token = crate::secret::SecretString::from("at");
+        let cred = Credential::of(&token, Some(&seed)).unwrap();
+        c.insert(1, &[&v], NOW, NOW + 10, cred);
+        let (a, b) = (c.get(1, &[&v], NOW).unwrap(), c.get(1, &[&v], NOW).unwrap());
+        assert_eq!(a.authorization, "DPoP at");
+        let (ka, kb) = (a.proof.unwrap(), b.proof.unwrap());
+        assert!(
+            std::sync::Arc::ptr_eq(&ka, &kb),
+            "made once when the cookie was opened, not per call"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::client_auth::Credentials;
 use super::{RefreshError, RefreshFailure};
 use crate::clock::now_secs;
 use crate::http_client::{HttpClient, HttpError};
@@ -87,13 +88,17 @@ impl From<JwsError> for RefreshError {
 /// fresh proof (`htm`, `htu` = the target without query, `iat`, `jti`, the latest nonce,
 /// `ath` for a request carrying `access_token`); an answer demanding a nonce
 /// (`use_dpop_nonce`, §8: a 400 from the token endpoint, a 401 from a resource) is tried
-/// once more with it. Every `DPoP-Nonce` is remembered. Notes the final answer's status,
-/// because the openidconnect crate's errors drop it (the refresh classes need it).
+/// once more with it, and with a fresh client assertion when the body carries one (a
+/// provider refuses an assertion's `jti` seen before, RFC 7523 §3 item 7). Every
+/// `DPoP-Nonce` is remembered. Notes the final answer's status, because the openidconnect
+/// crate's errors drop it (the refresh classes need it).
 pub(super) struct ProviderClient<'a> {
     pub http: &'a HttpClient,
     pub key: Option<&'a EdKey>,
     pub nonce: &'a NonceSlot,
     pub access_token: Option<&'a SecretString>,
+    /// Signs the retry's new client assertion: the credentials, client id and issuer.
+    pub client: Option<(&'a Credentials, &'a str, &'a str)>,
     pub status: AtomicU16,
 }
 
@@ -104,6 +109,7 @@ impl<'a> ProviderClient<'a> {
             key,
             nonce,
             access_token: None,
+            client: None,
             status: AtomicU16::new(0),
         }
     }
@@ -123,7 +129,7 @@ impl<'a> ProviderClient<'a> {
                 .store(response.status().as_u16(), Ordering::Relaxed);
             return Ok(response);
         };
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let mut nonce = self.nonce.get();
         let mut retried = false;
         loop {
@@ -146,6 +152,10 @@ impl<'a> ProviderClient<'a> {
                     tracing::debug!("provider demanded a DPoP nonce; retrying once with it");
                     nonce = Some(fresh);
                     retried = true;
+                    if let Some((credentials, client_id, issuer)) = self.client {
+                        body = with_fresh_assertion(&body, credentials, client_id, issuer)
+                            .map_err(|e| HttpError::Exchange(e.to_string()))?;
+                    }
                 }
                 _ => return Ok(response),
             }
@@ -172,6 +182,31 @@ impl<'a> ProviderClient<'a> {
         let jwt = key.sign_with_jwk("dpop+jwt", &claims)?;
         HeaderValue::from_str(&jwt).map_err(|_| JwsError::Sign)
     }
+}
+
+/// `body` (a form) with its `client_assertion`, if it has one, replaced by a new one.
+fn with_fresh_assertion(
+    body: &[u8],
+    credentials: &Credentials,
+    client_id: &str,
+    issuer: &str,
+) -> Result<Vec<u8>, super::OidcError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    if !pairs.iter().any(|(k, _)| k == "client_assertion") {
+        return Ok(body.to_vec());
+    }
+    let fresh = credentials.assertion_params(client_id, issuer)?;
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &pairs {
+        match fresh.iter().find(|(name, _)| name == k) {
+            Some((_, new)) => form.append_pair(k, new.expose()),
+            None => form.append_pair(k, v),
+        };
+    }
+    Ok(SecretString::new(form.finish())
+        .expose()
+        .as_bytes()
+        .to_vec())
 }
 
 /// Whether an answer asks for a (new) nonce: RFC 9449 §8 (token endpoint: 400 with
@@ -204,7 +239,166 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for ProviderClient<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A token endpoint on 127.0.0.1 that answers `answers` in turn, one connection each,
+    /// and hands back the `DPoP` header and the body of every request it read.
+    async fn token_endpoint(
+        answers: Vec<&'static str>,
+    ) -> (String, tokio::task::JoinHandle<Vec<(String, String)>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for answer in answers {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let text = loop {
+                    let n = conn.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.parse().unwrap());
+                        if body.len() >= len || n == 0 {
+                            break text;
+                        }
+                    }
+                };
+                let (head, body) = text.split_once("\r\n\r\n").unwrap();
+                let proof = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("dpop: "))
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.push((proof, body.to_owned()));
+                conn.write_all(answer.as_bytes()).await.unwrap();
+                conn.shutdown().await.unwrap();
+            }
+            seen
+        });
+        (url, task)
+    }
+
+    fn claims(jwt: &str) -> Value {
+        let part = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    const USE_NONCE: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ndpop-nonce: n-1\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"use_dpop_nonce\"}";
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndpop-nonce: n-2\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+
+    fn token_request(url: &str) -> http::Request<Vec<u8>> {
+        http::Request::post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(b"grant_type=refresh_token&refresh_token=rt".to_vec())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn retries_once_with_the_nonce_the_token_endpoint_demands() {
+        let (url, server) = token_endpoint(vec![USE_NONCE, OK]).await;
+        let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
+        let key = EdKey::generate().unwrap();
+        let slot = NonceSlot::default();
+        let client = ProviderClient::new(&http, Some(&key), &slot);
+        let answer = client.fetch(token_request(&url)).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(client.status(), 200);
+        let proofs: Vec<String> = server.await.unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(proofs.len(), 2, "one retry");
+        let (first, second) = (claims(&proofs[0]), claims(&proofs[1]));
+        assert!(first.get("nonce").is_none());
+        assert_eq!(second["nonce"], "n-1");
+        assert_eq!(second["htm"], "POST");
+        assert_eq!(second["htu"], url);
+        assert!(
+            second.get("ath").is_none(),
+            "no access token at the token endpoint"
+        );
+        assert_ne!(first["jti"], second["jti"]);
+        assert_eq!(
+            slot.get().as_deref(),
+            Some("n-2"),
+            "the latest nonce is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn passes_a_second_nonce_demand_through_and_sends_no_proof_without_a_key() {
+        let (url, server) = token_endpoint(vec![USE_NONCE, USE_NONCE]).await;
+        let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
+        let key = EdKey::generate().unwrap();
+        let slot = NonceSlot::default();
+        let client = ProviderClient::new(&http, Some(&key), &slot);
+        let answer = client.fetch(token_request(&url)).await.unwrap();
+        assert_eq!(answer.status(), 400, "retried once only");
+        assert_eq!(server.await.unwrap().len(), 2);
+
+        let (url, server) = token_endpoint(vec![USE_NONCE]).await;
+        let bearer = ProviderClient::new(&http, None, &slot);
+        assert_eq!(
+            bearer.fetch(token_request(&url)).await.unwrap().status(),
+            400
+        );
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "", "no DPoP header without a key");
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replay_a_client_assertion_in_the_nonce_retry() {
+        let (url, server) = token_endpoint(vec![USE_NONCE, OK]).await;
+        let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
+        let key = EdKey::generate().unwrap();
+        let slot = NonceSlot::default();
+        let (client_key, _) = crate::jws::EcKey::generate().unwrap();
+        let credentials = Credentials::PrivateKeyJwt {
+            key: Box::new(client_key),
+            next: None,
+        };
+        let first = credentials.assertion_params("bff", "https://op").unwrap();
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "refresh_token");
+        for (k, v) in &first {
+            form.append_pair(k, v.expose());
+        }
+        let request = http::Request::post(&url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form.finish().into_bytes())
+            .unwrap();
+        let client = ProviderClient {
+            client: Some((&credentials, "bff", "https://op")),
+            ..ProviderClient::new(&http, Some(&key), &slot)
+        };
+        assert_eq!(client.fetch(request).await.unwrap().status(), 200);
+        let jti_of = |body: &str| {
+            let (_, jwt) = url::form_urlencoded::parse(body.as_bytes())
+                .find(|(k, _)| k == "client_assertion")
+                .unwrap();
+            claims(&jwt)["jti"].clone()
+        };
+        let seen = server.await.unwrap();
+        assert!(
+            seen[1].1.contains("grant_type=refresh_token"),
+            "{}",
+            seen[1].1
+        );
+        assert_ne!(jti_of(&seen[0].1), jti_of(&seen[1].1), "a new assertion");
+    }
 
     #[test]
     fn sealed_key_opens_to_the_same_key() {

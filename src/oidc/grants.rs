@@ -107,7 +107,7 @@ impl Provider {
         nonce: &SecretString,
         dpop_key: Option<&EdKey>,
     ) -> Result<LoginTokens, OidcError> {
-        let http = ProviderClient::new(&self.http, dpop_key, &self.dpop_nonce);
+        let http = self.token_client(dpop_key);
         let mut request = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -225,7 +225,7 @@ impl Provider {
         dpop_key: Option<&EdKey>,
     ) -> Result<RefreshedTokens, RefreshError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
-        let http = ProviderClient::new(&self.http, dpop_key, &self.dpop_nonce);
+        let http = self.token_client(dpop_key);
         let mut request = self.client.exchange_refresh_token(&token);
         let assertion = self
             .credentials
@@ -315,6 +315,19 @@ impl Provider {
                 "revocation answered {}",
                 response.status()
             )))
+        }
+    }
+
+    /// The outbound client of a token request: proofs by `dpop_key`, and a new client
+    /// assertion for a retry.
+    fn token_client<'a>(&'a self, dpop_key: Option<&'a EdKey>) -> ProviderClient<'a> {
+        ProviderClient {
+            client: Some((
+                &self.credentials,
+                self.settings.client_id.as_str(),
+                self.issuer(),
+            )),
+            ..ProviderClient::new(&self.http, dpop_key, &self.dpop_nonce)
         }
     }
 
