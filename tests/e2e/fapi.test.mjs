@@ -210,7 +210,10 @@ describe('sealgate as a FAPI 2.0 client (private_key_jwt, PAR required, DPoP)', 
       clientAuth: 'private_key_jwt',
       clientKey: keyFile,
       par: 'required',
-      config: { session: { refresh_skew: '1s' }, routes: [{ prefix: '/api/', upstream: rs.url }] },
+      config: {
+        session: { refresh_skew: '1s' },
+        routes: [{ prefix: '/api/', upstream: rs.url }, { prefix: '/rs/', upstream: rs.url, strip_prefix: true }],
+      },
     };
     [sg, sgNoDpop] = await Promise.all([
       startSealgate({ ...common, port: ports[0], dpop: true, env: { SEALGATE_LOG: 'debug' } }),
@@ -324,6 +327,11 @@ describe('sealgate as a FAPI 2.0 client (private_key_jwt, PAR required, DPoP)', 
     assert.deepEqual(calls.map((c) => [c.sub, c.jkt]), [['api-a', jktA], ['api-a', jktA], ['api-b', jktB], ['api-b', jktB]]);
     for (const c of calls) assert.equal(c.htu, `${rs.url}/api/echo`, 'htu without the query');
     assert.equal(new Set(calls.map((c) => c.jti)).size, 4, 'a fresh proof per call, cache hit or not');
+
+    // htu is the URL sealgate sends upstream: after strip_prefix, without the query.
+    const stripped = await api(a.jar, '/rs/api/echo?z=1');
+    assert.equal(stripped.status, 200, JSON.stringify(rs.refusals.at(-1)));
+    assert.deepEqual([rs.calls.at(-1).path, rs.calls.at(-1).htu], ['/api/echo', `${rs.url}/api/echo`]);
   });
 
   test('a resource-server nonce challenge is retried once, for GET and a small POST; the nonce is remembered; a server never satisfied gets two attempts', async () => {
