@@ -238,12 +238,15 @@ describe('sealgate as a FAPI 2.0 client (private_key_jwt, PAR required, DPoP)', 
   const pushedFor = (authorizeUrl) => op.stats.pushedAuthorizationRequests
     .find((r) => r.requestUri === new URL(authorizeUrl).searchParams.get('request_uri'));
 
-  test('sealgate client-key printed a public ES256 JWK with a kid and no private part', () => {
+  test('sealgate client-key printed a public ES256 JWK with a kid and no private part; /bff/jwks.json publishes it', async () => {
     assert.equal(clientJwk.kty, 'EC');
     assert.equal(clientJwk.crv, 'P-256');
     assert.equal(clientJwk.alg, 'ES256');
     assert.ok(clientJwk.kid && clientJwk.x && clientJwk.y);
     assert.equal(clientJwk.d, undefined);
+    const res = await rec.fetch(`${sg.url}/bff/jwks.json`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { keys: [clientJwk] });
   });
 
   test('login: PAR with private_key_jwt and dpop_jkt; the browser sees only client_id + request_uri; the code exchanged with a proof by that key', async () => {
@@ -471,6 +474,7 @@ describe('sealgate with default [oidc] settings against a provider offering PAR:
 
     const user = await bffFetch(jar, `${sg.url}/bff/user`);
     assert.equal(user.status, 200);
+    assert.equal((await rec.fetch(`${sg.url}/bff/jwks.json`)).status, 404, 'no client keys with a client secret');
     assert.deepEqual(findLeaks(await rec.settled(), tokenNeedles(op.stats.issuedTokens)), []);
   });
 });
