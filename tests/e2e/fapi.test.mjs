@@ -421,6 +421,19 @@ describe('sealgate as a FAPI 2.0 client (private_key_jwt, PAR required, DPoP)', 
     // The tokens searched for were all DPoP-bound ones.
     assert.deepEqual([...new Set(op.stats.tokenRequests.filter((t) => t.status === 200).map((t) => t.tokenType))], ['DPoP']);
   });
+
+  // After the leak search: the logout answer carries the ID token as id_token_hint, by design.
+  test('logout: the refresh token revoked with private_key_jwt, cookies cleared, the API refused', async () => {
+    const { jar } = await loggedIn('logout');
+    const stats = { revocations: op.stats.revocations, revoked: op.stats.revokedRefreshTokens, assertions: op.stats.clientAssertions.length };
+    const res = await bffFetch(jar, `${sg.url}/bff/logout`, { method: 'POST' });
+    assert.equal(res.status, 200, tail(sg));
+    assert.ok((await res.json()).redirect.startsWith(`${op.issuer}/session/end?`));
+    assert.equal(op.stats.revocations, stats.revocations + 1);
+    assert.equal(op.stats.revokedRefreshTokens, stats.revoked + 1, 'the refresh token was found and revoked');
+    assert.deepEqual(op.stats.clientAssertions.slice(stats.assertions).map((a) => [a.path, a.claims.aud]), [['/token/revocation', op.issuer]]);
+    assert.equal((await api(jar, '/api/echo')).status, 401);
+  });
 });
 
 // ---- 3. the ordinary path still works -------------------------------------------------------
