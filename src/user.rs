@@ -73,8 +73,15 @@ pub async fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Resp
 /// instead of hinting the token, as it does for a profile that had to shed it.
 async fn rebuild_profile(app: &App, session: &Session) -> Profile {
     let mut claims = Map::new();
+    // A DPoP-bound access token is refused at userinfo without a proof by the session's key.
+    let key = session
+        .dpop_key
+        .as_ref()
+        .and_then(|k| crate::oidc::proof_key(k).ok());
     if let Ok(provider) = app.provider_now()
-        && let Ok(Some(userinfo)) = provider.userinfo(&session.access_token, &session.sub).await
+        && let Ok(Some(userinfo)) = provider
+            .userinfo(&session.access_token, &session.sub, key.as_ref())
+            .await
     {
         // An answer for another subject is an error and is not used: then only sub and sid.
         claims = userinfo;

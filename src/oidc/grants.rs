@@ -133,7 +133,7 @@ impl Provider {
         let raw_id_token = id_token.to_string();
         let (sid, mut claims) = user_claims(&raw_id_token)?;
         let access_token = SecretString::new(response.access_token().secret().clone());
-        if let Some(userinfo) = self.userinfo_bound(&access_token, &sub, dpop_key).await? {
+        if let Some(userinfo) = self.userinfo(&access_token, &sub, dpop_key).await? {
             claims.extend(userinfo);
         }
         Ok(LoginTokens {
@@ -155,17 +155,9 @@ impl Provider {
     /// (logged) when it fails, and the ID token's claims are used. An answer for another
     /// subject, or for none, is refused (OpenID Connect Core §5.3.2: its `sub` MUST match
     /// the ID token's): the login fails rather than mixing two users. A DPoP-bound token
-    /// goes as `Authorization: DPoP` with a proof (RFC 9449 §7.1), see `userinfo_bound`.
+    /// goes as `Authorization: DPoP` with a proof by `dpop_key` (RFC 9449 §7.1); without a
+    /// key, as `Bearer`.
     pub(crate) async fn userinfo(
-        &self,
-        access_token: &SecretString,
-        sub: &str,
-    ) -> Result<Option<Map<String, Value>>, OidcError> {
-        self.userinfo_bound(access_token, sub, None).await
-    }
-
-    /// `userinfo` for a token bound to `dpop_key` (or a Bearer token without one).
-    pub(crate) async fn userinfo_bound(
         &self,
         access_token: &SecretString,
         sub: &str,
