@@ -633,7 +633,7 @@ mod tests {
                 "sealgate_proxied_requests_total{{route=\"/api/\",code=\"{code}\"}} 0"
             ));
         }
-        let one_label: [(&str, &str, &[&str]); 9] = [
+        let one_label: [(&str, &str, &[&str]); 10] = [
             ("sealgate_logins_total", "outcome", &LOGIN_OUTCOMES),
             ("sealgate_session_rejected_total", "reason", &REJECT_REASONS),
             ("sealgate_refreshes_total", "outcome", &REFRESH_OUTCOMES),
