@@ -6,7 +6,9 @@
 //!   sealgate's `HttpClient` behind hyper-util's auto server: the ceiling for any proxy;
 //! - `bench_servers cookie KEYDIR ACCESS_TOKEN_BYTES`: prints the `Cookie` header of a
 //!   session sealed under that key folder, with a JWT-shaped access token of that size and a
-//!   100-byte refresh token, valid for an hour (what a browser would send on API calls).
+//!   100-byte refresh token, valid for an hour (what a browser would send on API calls);
+//!   with a fourth argument `dpop`, the session is DPoP-bound (a fresh Ed25519 proof key
+//!   sealed in it, as the login does), so every call through sealgate signs a proof.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -30,7 +32,8 @@ use sealgate::reply::{self, Body};
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("cookie") {
-        print_cookie(&args[2], args[3].parse().unwrap());
+        let dpop = args.get(4).map(String::as_str) == Some("dpop");
+        print_cookie(&args[2], args[3].parse().unwrap(), dpop);
         return;
     }
     let port: u16 = args
@@ -92,7 +95,8 @@ where
     }
 }
 
-fn print_cookie(key_dir: &str, access_len: usize) {
+fn print_cookie(key_dir: &str, access_len: usize, dpop: bool) {
+    use base64::Engine;
     use sealgate::config::SameSite;
     use sealgate::cookies::RequestCookies;
     use sealgate::keys::{KeyRing, ModePolicy};
@@ -117,7 +121,11 @@ fn print_cookie(key_dir: &str, access_len: usize) {
         sid: Some("4d1c3f52-6f2e-4d2a-9b1f-0d9c8f2b7a11".into()),
         created_at: now,
         last_seen: now,
-        dpop_key: None,
+        dpop_key: dpop.then(|| {
+            let key = sealgate::jws::EdKey::generate().unwrap();
+            let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.seed());
+            seed.as_str().into()
+        }),
     };
     let limits = Limits {
         absolute: 12 * 3600,

@@ -111,6 +111,7 @@ async fn forward_dpop(
         }
         Replay::Stream => (reply::boxed(body), None),
     };
+    // The copy to send again is taken before sending: the client consumes the request.
     let again = kept.and_then(|bytes| Some((outbound.again()?, bytes)));
     let nonce = nonces.get(&origin);
     outbound.headers.insert(
@@ -146,9 +147,10 @@ fn proof_failure(e: DpopError) -> Error {
     Error::Internal(e.to_string())
 }
 
-/// The credential to send and the `Set-Cookie` values to add, per the route's token mode. A session this instance opened recently and that needs nothing but
-/// forwarding comes from `app.sessions`; any other is opened, refreshed or touched here,
-/// and remembered when it needed no write.
+/// The credential to send and the `Set-Cookie` values to add, per the route's token mode.
+/// A session this instance opened recently and that needs nothing but forwarding comes
+/// from `app.sessions`; any other is opened, refreshed or touched here, and remembered when
+/// it needed no write.
 async fn authorize(
     app: &App,
     req: &Request<Incoming>,

@@ -222,7 +222,7 @@ fn json_str(out: &mut String, parts: &[&str]) {
 pub struct Origin(Option<Scheme>, Option<Authority>);
 
 impl Origin {
-    /// The origin of an absolute URI (what the proxy sends to); no allocation.
+    /// The origin of an absolute URI (what the proxy sends to); shares the URI's bytes.
     pub fn of(uri: &Uri) -> Self {
         Origin(uri.scheme().cloned(), uri.authority().cloned())
     }
