@@ -125,10 +125,17 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A random kid: 48 bits, base64url, never beginning with `-` (it would read as an option
+/// on a command line; the CLI accepts such kids too, for rings made elsewhere).
 fn random_kid() -> Result<String, KeyError> {
-    let mut raw = [0u8; 6];
-    getrandom::fill(&mut raw).map_err(|e| KeyError::Random(e.to_string()))?;
-    Ok(URL_SAFE_NO_PAD.encode(raw))
+    loop {
+        let mut raw = [0u8; 6];
+        getrandom::fill(&mut raw).map_err(|e| KeyError::Random(e.to_string()))?;
+        let kid = URL_SAFE_NO_PAD.encode(raw);
+        if !kid.starts_with('-') {
+            return Ok(kid);
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -182,6 +189,14 @@ mod tests {
             let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&dir.join(format!("{first}.key"))), 0o600);
             assert_eq!(mode(&dir), 0o700);
+        }
+    }
+
+    #[test]
+    fn random_kids_never_begin_with_a_dash() {
+        // 1 in 64 base64url kids would; 5,000 draws miss that with probability ~1e-34.
+        for _ in 0..5000 {
+            assert!(!random_kid().unwrap().starts_with('-'));
         }
     }
 

@@ -95,6 +95,8 @@ enum KeysCommand {
     Promote {
         #[arg(long)]
         dir: PathBuf,
+        /// (A kid may begin with `-`: base64url.)
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         allow_group_read: bool,
@@ -103,6 +105,7 @@ enum KeysCommand {
     Retire {
         #[arg(long)]
         dir: PathBuf,
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }

@@ -75,6 +75,16 @@ fn two_phase_rotation_through_the_cli() {
     let unknown = sealgate(&["keys", "promote", "--dir", dir, "nosuchkid"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("nosuchkid"));
+    // A base64url kid may begin with `-` (rings made elsewhere): read as the kid, not an option.
+    for cmd in ["promote", "retire"] {
+        let dashed = sealgate(&["keys", cmd, "--dir", dir, "-Mx1"]);
+        assert_eq!(dashed.status.code(), Some(2), "{cmd}: {}", stderr(&dashed));
+        assert!(
+            stderr(&dashed).contains("-Mx1"),
+            "{cmd}: {}",
+            stderr(&dashed)
+        );
+    }
 }
 
 #[cfg(unix)]
