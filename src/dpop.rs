@@ -16,11 +16,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, StatusCode, Uri};
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::jws::EdKey;
 use crate::secret::SecretString;
 
 /// The proof's header (RFC 9449 §4.1).
@@ -114,7 +114,7 @@ fn authorization(scheme: &str, token: &SecretString) -> Result<HeaderValue, Dpop
 /// the public key, RFC 9449 §4.2) already base64url-encoded, and `ath`, the access token's
 /// hash. A proof then costs one signature and a few hundred bytes of writing.
 pub struct ProofKey {
-    pair: Ed25519KeyPair,
+    pair: EdKey,
     /// `base64url({"alg":"EdDSA","typ":"dpop+jwt","jwk":{"crv":"Ed25519","kty":"OKP","x":..}})`.
     header: Box<str>,
     /// `base64url(SHA-256(access token))` (RFC 9449 §4.2).
@@ -131,16 +131,10 @@ impl ProofKey {
     /// The key of a sealed seed (`jws::EdKey::seed`, base64url), for proofs that go with
     /// `access_token`.
     pub fn new(seed: &SecretString, access_token: &SecretString) -> Result<Self, DpopError> {
-        let raw = Zeroizing::new(
-            URL_SAFE_NO_PAD
-                .decode(seed.expose())
-                .map_err(|_| DpopError::BadKey)?,
-        );
-        let pair = Ed25519KeyPair::from_seed_unchecked(&raw).map_err(|_| DpopError::BadKey)?;
-        // The same JWK as `jws::EdKey::public_jwk`: its thumbprint is the `jkt` the login
-        // bound the tokens to (the test holds the two equal).
-        let jwk = json!({"crv": "Ed25519", "kty": "OKP", "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())});
-        let header = json!({"alg": "EdDSA", "typ": "dpop+jwt", "jwk": jwk}).to_string();
+        let pair = EdKey::from_sealed_seed(seed).map_err(|_| DpopError::BadKey)?;
+        // The key's own JWK: its thumbprint is the `jkt` the login bound the tokens to.
+        let header =
+            json!({"alg": "EdDSA", "typ": "dpop+jwt", "jwk": pair.public_jwk()}).to_string();
         let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.expose().as_bytes()));
         Ok(ProofKey {
             pair,

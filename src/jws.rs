@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::secret::SecretString;
+
 const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 const PEM_END: &str = "-----END PRIVATE KEY-----";
 
@@ -144,6 +146,27 @@ impl EdKey {
     /// The private seed, to seal into the session.
     pub fn seed(&self) -> &[u8; 32] {
         &self.seed
+    }
+
+    /// The seed in its sealed form (`Session.dpop_key`): base64url without padding.
+    pub fn sealed_seed(&self) -> SecretString {
+        SecretString::new(URL_SAFE_NO_PAD.encode(self.seed.as_ref()))
+    }
+
+    /// The key of a seed in its sealed form (`sealed_seed`).
+    pub fn from_sealed_seed(sealed: &SecretString) -> Result<EdKey, JwsError> {
+        let raw = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(sealed.expose())
+                .map_err(|_| JwsError::WrongKey)?,
+        );
+        let seed: &[u8; 32] = raw.as_slice().try_into().map_err(|_| JwsError::WrongKey)?;
+        EdKey::from_seed(seed)
+    }
+
+    /// The raw EdDSA signature of `message` (for callers that build the JWS themselves).
+    pub fn sign(&self, message: &[u8]) -> signature::Signature {
+        self.pair.sign(message)
     }
 
     /// The public JWK (`kty` OKP, `crv` Ed25519, `x`), RFC 8037.

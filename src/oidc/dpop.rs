@@ -9,8 +9,6 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -58,18 +56,12 @@ impl NonceSlot {
 
 /// The session key's sealed form: its 32-byte seed, base64url without padding.
 pub fn seal_key(key: &EdKey) -> SecretString {
-    SecretString::new(URL_SAFE_NO_PAD.encode(key.seed()))
+    key.sealed_seed()
 }
 
 /// The key of a sealed seed (`Session.dpop_key`).
 pub fn proof_key(sealed: &SecretString) -> Result<EdKey, JwsError> {
-    let raw = zeroize::Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(sealed.expose())
-            .map_err(|_| JwsError::WrongKey)?,
-    );
-    let seed: &[u8; 32] = raw.as_slice().try_into().map_err(|_| JwsError::WrongKey)?;
-    EdKey::from_seed(seed)
+    EdKey::from_sealed_seed(sealed)
 }
 
 /// A session whose sealed DPoP key does not open cannot refresh. Only sealgate seals that
@@ -244,6 +236,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     /// A token endpoint on 127.0.0.1 that answers `answers` in turn, one connection each,
     /// and hands back the `DPoP` header and the body of every request it read.
