@@ -57,7 +57,7 @@ pub async fn call(
     let hop = app.hop();
     let result = match proof {
         None => proxy::forward(&hop, req, peer, target).await,
-        Some(key) => forward_dpop(&hop, req, peer, &target, &key, dpop::nonces()).await,
+        Some(key) => forward_dpop(&hop, req, peer, &target, &key, &app.dpop_nonces).await,
     };
     match &result {
         Err(Error::UpstreamTimeout) => app.metrics.upstream_error("timeout"),

@@ -80,6 +80,9 @@ pub struct App {
     pub metrics: Metrics,
     /// Sessions already opened, for proxied calls; emptied whenever the key ring changes.
     pub sessions: SessionCache,
+    /// The latest DPoP nonce of each upstream origin (RFC 9449 §9): a fact about an
+    /// upstream, not about a session or a key ring.
+    pub dpop_nonces: crate::dpop::Nonces,
     refresher: Refresher,
     /// The shared store (`[store]`), when configured.
     store: Option<Arc<Store>>,
@@ -177,6 +180,7 @@ impl App {
             frontend: config.frontend,
             metrics: Metrics::new(config.routes.iter().map(|r| r.prefix.clone()).collect()),
             sessions: SessionCache::new(config.session.cache_entries),
+            dpop_nonces: crate::dpop::Nonces::default(),
             routes: config.routes,
             route_clients,
             refresher: Refresher::default(),

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -226,13 +226,6 @@ impl Origin {
 #[derive(Debug, Default)]
 pub struct Nonces {
     map: Mutex<HashMap<Origin, HeaderValue>>,
-}
-
-/// The instance's nonce memory. One per process, like the routes it serves: a nonce is a
-/// fact about an upstream, not about a session or a key ring.
-pub fn nonces() -> &'static Nonces {
-    static NONCES: LazyLock<Nonces> = LazyLock::new(Nonces::default);
-    &NONCES
 }
 
 impl Nonces {
