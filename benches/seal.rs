@@ -2,6 +2,8 @@
 //! over the same bytes: the target is open(4 KB) <= 2 x bare decrypt(4 KB).
 //! Also the whole per-request read: parse a `Cookie` header, join the chunks, open; and the
 //! same read when the session cache already holds the value (what most proxied calls do).
+//! And the DPoP proof a DPoP-bound session signs per proxied call, with each proof key
+//! algorithm (`proof/ES256`, `proof/EdDSA`), and what opening a sealed proof key costs.
 //!
 //! Run: `cargo bench --bench seal` (see README "Benchmarks").
 
@@ -112,5 +114,29 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn proof(c: &mut Criterion) {
+    use sealgate::dpop::ProofKey;
+    use sealgate::jws::{DpopAlg, DpopKey};
+    use sealgate::secret::SecretString;
+
+    let token = SecretString::new("a".repeat(3000));
+    let uri: http::Uri = "http://127.0.0.1:9100/v1/items/7".parse().unwrap();
+    let mut group = c.benchmark_group("proof");
+    for alg in [DpopAlg::Es256, DpopAlg::EdDsa] {
+        let sealed = DpopKey::generate(alg).unwrap().sealed();
+        let key = ProofKey::new(&sealed, &token).unwrap();
+        group.bench_function(alg.name(), |b| {
+            b.iter(|| {
+                key.proof(&http::Method::GET, black_box(&uri), NOW, None)
+                    .unwrap()
+            })
+        });
+        group.bench_function(format!("open_{}", alg.name()), |b| {
+            b.iter(|| ProofKey::new(black_box(&sealed), &token).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, proof);
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 //! - `bench_servers cookie KEYDIR ACCESS_TOKEN_BYTES`: prints the `Cookie` header of a
 //!   session sealed under that key folder, with a JWT-shaped access token of that size and a
 //!   100-byte refresh token, valid for an hour (what a browser would send on API calls);
-//!   with a fourth argument `dpop`, the session is DPoP-bound (a fresh Ed25519 proof key
+//!   with a fourth argument `dpop`, the session is DPoP-bound (a fresh ES256 proof key
 //!   sealed in it, as the login does), so every call through sealgate signs a proof.
 #![allow(
     clippy::unwrap_used,
@@ -96,7 +96,6 @@ where
 }
 
 fn print_cookie(key_dir: &str, access_len: usize, dpop: bool) {
-    use base64::Engine;
     use sealgate::config::SameSite;
     use sealgate::cookies::RequestCookies;
     use sealgate::keys::{KeyRing, ModePolicy};
@@ -122,9 +121,8 @@ fn print_cookie(key_dir: &str, access_len: usize, dpop: bool) {
         created_at: now,
         last_seen: now,
         dpop_key: dpop.then(|| {
-            let key = sealgate::jws::EdKey::generate().unwrap();
-            let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.seed());
-            seed.as_str().into()
+            let alg = sealgate::jws::DpopAlg::Es256;
+            sealgate::jws::DpopKey::generate(alg).unwrap().sealed()
         }),
     };
     let limits = Limits {

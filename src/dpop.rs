@@ -20,7 +20,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::jws::EdKey;
+use crate::jws::DpopKey;
 use crate::secret::SecretString;
 
 /// The proof's header (RFC 9449 §4.1).
@@ -38,13 +38,13 @@ pub const MAX_ORIGINS: usize = 1024;
 /// Why a session's credential could not be made or used.
 #[derive(Debug, thiserror::Error)]
 pub enum DpopError {
-    /// The sealed proof key is not 32 bytes of base64url.
-    #[error("the session's DPoP key is not an Ed25519 seed")]
+    /// The sealed proof key is not one `jws::DpopKey::from_sealed` reads.
+    #[error("the session's DPoP key is not a proof key")]
     BadKey,
     /// The access token cannot be written in a header.
     #[error("the access token is not a valid header value")]
     BadToken,
-    /// The system random generator failed (the proof's `jti`).
+    /// The system random generator failed (the proof's `jti`, or ECDSA's nonce).
     #[error("the system random generator failed")]
     Random,
 }
@@ -109,13 +109,14 @@ fn authorization(scheme: &str, token: &SecretString) -> Result<HeaderValue, Dpop
     Ok(value)
 }
 
-/// A session's Ed25519 proof key, made once when its cookie is opened, with everything of
-/// a proof that does not change from call to call worked out then: the JWS header (it holds
-/// the public key, RFC 9449 §4.2) already base64url-encoded, and `ath`, the access token's
-/// hash. A proof then costs one signature and a few hundred bytes of writing.
+/// A session's proof key (ES256 or EdDSA), made once when its cookie is opened, with
+/// everything of a proof that does not change from call to call worked out then: the JWS
+/// header (it holds the public key, RFC 9449 §4.2) already base64url-encoded, and `ath`,
+/// the access token's hash. A proof then costs one signature and a few hundred bytes of
+/// writing.
 pub struct ProofKey {
-    pair: EdKey,
-    /// `base64url({"alg":"EdDSA","typ":"dpop+jwt","jwk":{"crv":"Ed25519","kty":"OKP","x":..}})`.
+    pair: DpopKey,
+    /// `base64url({"alg":"ES256","typ":"dpop+jwt","jwk":{"crv":"P-256","kty":"EC",..}})`.
     header: Box<str>,
     /// `base64url(SHA-256(access token))` (RFC 9449 §4.2).
     ath: Box<str>,
@@ -128,13 +129,13 @@ impl fmt::Debug for ProofKey {
 }
 
 impl ProofKey {
-    /// The key of a sealed seed (`jws::EdKey::seed`, base64url), for proofs that go with
+    /// The key of its sealed form (`jws::DpopKey::sealed`), for proofs that go with
     /// `access_token`.
-    pub fn new(seed: &SecretString, access_token: &SecretString) -> Result<Self, DpopError> {
-        let pair = EdKey::from_sealed_seed(seed).map_err(|_| DpopError::BadKey)?;
+    pub fn new(sealed: &SecretString, access_token: &SecretString) -> Result<Self, DpopError> {
+        let pair = DpopKey::from_sealed(sealed).map_err(|_| DpopError::BadKey)?;
         // The key's own JWK: its thumbprint is the `jkt` the login bound the tokens to.
-        let header =
-            json!({"alg": "EdDSA", "typ": "dpop+jwt", "jwk": pair.public_jwk()}).to_string();
+        let header = json!({"alg": pair.alg().name(), "typ": "dpop+jwt", "jwk": pair.public_jwk()})
+            .to_string();
         let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.expose().as_bytes()));
         Ok(ProofKey {
             pair,
@@ -186,7 +187,10 @@ impl ProofKey {
         out.push_str(&self.header);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut out);
-        let signature = self.pair.sign(out.as_bytes());
+        let signature = self
+            .pair
+            .sign(out.as_bytes())
+            .map_err(|_| DpopError::Random)?;
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut out);
         HeaderValue::from_maybe_shared(Bytes::from(out)).map_err(|_| DpopError::BadToken)
@@ -348,14 +352,14 @@ fn dpop_error(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jws::{EdKey, jwk_thumbprint};
-    use ring::signature::{ED25519, UnparsedPublicKey};
+    use crate::jws::{DpopAlg, DpopKey, EdKey, jwk_thumbprint};
+    use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
     use serde_json::Value;
 
-    fn key() -> (EdKey, SecretString) {
-        let key = EdKey::generate().unwrap();
-        let seed = SecretString::new(URL_SAFE_NO_PAD.encode(key.seed()));
-        (key, seed)
+    fn key() -> (DpopKey, SecretString) {
+        let key = DpopKey::generate(DpopAlg::Es256).unwrap();
+        let sealed = key.sealed();
+        (key, sealed)
     }
 
     /// The proof's header and claims, after checking its signature with the header's key.
@@ -366,15 +370,21 @@ mod tests {
         let dec = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
         let header: Value = serde_json::from_slice(&dec(h)).unwrap();
         let x = dec(header["jwk"]["x"].as_str().unwrap());
-        UnparsedPublicKey::new(&ED25519, x)
-            .verify(input.as_bytes(), &dec(sig))
-            .unwrap();
+        let verified = match header["alg"].as_str().unwrap() {
+            "ES256" => {
+                let point = [&[4u8][..], &x, &dec(header["jwk"]["y"].as_str().unwrap())].concat();
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                    .verify(input.as_bytes(), &dec(sig))
+            }
+            _ => UnparsedPublicKey::new(&ED25519, x).verify(input.as_bytes(), &dec(sig)),
+        };
+        verified.unwrap();
         (header, serde_json::from_slice(&dec(c)).unwrap())
     }
 
     #[test]
     fn proofs_name_the_upstream_target_without_query_and_bind_the_token() {
-        let (ed, seed) = key();
+        let (bound, seed) = key();
         let token = SecretString::from("at-123");
         let cred = Credential::of(&token, Some(&seed)).unwrap();
         assert_eq!(cred.authorization, "DPoP at-123");
@@ -389,10 +399,11 @@ mod tests {
         let p1 = key.proof(&Method::POST, &uri, 1000, Some(&nonce)).unwrap();
         let (header, claims) = open(&p1);
         assert_eq!(header["typ"], "dpop+jwt");
-        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["jwk"]["crv"], "P-256");
         assert_eq!(
             jwk_thumbprint(&header["jwk"]).unwrap(),
-            ed.thumbprint(),
+            bound.thumbprint(),
             "the key login bound"
         );
         assert!(header["jwk"].get("d").is_none());
@@ -417,6 +428,27 @@ mod tests {
         assert_ne!(again["jti"], claims["jti"], "a fresh jti per proof");
         let (_, bare) = open(&key.proof(&Method::GET, &uri, 1000, None).unwrap());
         assert!(bare.get("nonce").is_none());
+    }
+
+    #[test]
+    fn sessions_sealed_with_an_ed25519_seed_still_sign_eddsa_proofs() {
+        // Before ES256 proof keys, `Session.dpop_key` was an Ed25519 seed; such sessions
+        // keep their key (their tokens are bound to it) and so their algorithm.
+        let old = EdKey::generate().unwrap();
+        let token = SecretString::from("at-old");
+        let cred = Credential::of(&token, Some(&old.sealed_seed())).unwrap();
+        let uri: Uri = "http://127.0.0.1:9100/v1/x".parse().unwrap();
+        let (header, claims) = open(
+            &cred
+                .proof
+                .unwrap()
+                .proof(&Method::GET, &uri, 5, None)
+                .unwrap(),
+        );
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["jwk"]["crv"], "Ed25519");
+        assert_eq!(jwk_thumbprint(&header["jwk"]).unwrap(), old.thumbprint());
+        assert_eq!(claims["htu"], "http://127.0.0.1:9100/v1/x");
     }
 
     #[test]

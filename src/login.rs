@@ -11,7 +11,7 @@ use crate::clock::now_secs;
 use crate::cookies::{RequestCookies, WriteError};
 use crate::error::Error;
 use crate::jar::{self, MAX_PENDING_LOGINS};
-use crate::jws::EdKey;
+use crate::jws::DpopKey;
 use crate::oidc::{self, OidcError};
 use crate::reply::{self, Body};
 use crate::secret::SecretString;
@@ -39,7 +39,7 @@ struct Transaction {
     /// has only whole seconds, and several logins can start within one).
     #[serde(rename = "t", default)]
     started_ms: u64,
-    /// With DPoP: this login's proof key (its seed, `oidc::seal_key`), bound to the code by
+    /// With DPoP: this login's proof key (sealed, `oidc::seal_key`), bound to the code by
     /// `dpop_jkt` and kept in the session it makes.
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     dpop_key: Option<SecretString>,
@@ -57,10 +57,9 @@ pub async fn start(
         }
     };
     let provider = app.provider().await?;
-    let dpop_key = if provider.uses_dpop() {
-        Some(EdKey::generate().map_err(|e| Error::Internal(e.to_string()))?)
-    } else {
-        None
+    let dpop_key = match provider.dpop_alg() {
+        Some(alg) => Some(DpopKey::generate(alg).map_err(|e| Error::Internal(e.to_string()))?),
+        None => None,
     };
     let login = provider
         .start_login(dpop_key.as_ref())

@@ -85,9 +85,9 @@ pub struct Session {
     /// Last recorded use (Unix seconds): start of the idle limit.
     #[serde(rename = "l")]
     pub last_seen: u64,
-    /// The session's own DPoP proof key (RFC 9449) when `[oidc] dpop` is on: the Ed25519
-    /// seed, base64url (`jws::EdKey::from_seed`). Generated at login, it never leaves the
-    /// sealed cookie.
+    /// The session's own DPoP proof key (RFC 9449) when `[oidc] dpop` is on, in its sealed
+    /// form (`jws::DpopKey::sealed`: a P-256 key, or the Ed25519 seed of sessions from
+    /// before ES256 proof keys). Generated at login, it never leaves the sealed cookie.
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub dpop_key: Option<SecretString>,
 }

@@ -1,6 +1,6 @@
 //! DPoP at the provider (RFC 9449): a proof on each token (and userinfo) request signed with
 //! the session's key, the provider's server nonce remembered (§8) and the one retry it
-//! asks for, and the session key's sealed form (its seed, base64url).
+//! asks for, and the session key's sealed form.
 //!
 //! Knows nothing of sessions or cookies: it signs with the key it is given.
 
@@ -16,7 +16,7 @@ use super::client_auth::Credentials;
 use super::{RefreshError, RefreshFailure};
 use crate::clock::now_secs;
 use crate::http_client::{HttpClient, HttpError};
-use crate::jws::{self, EdKey, JwsError};
+use crate::jws::{self, DpopKey, JwsError};
 use crate::secret::SecretString;
 use crate::sync;
 
@@ -54,14 +54,14 @@ impl NonceSlot {
     }
 }
 
-/// The session key's sealed form: its 32-byte seed, base64url without padding.
-pub fn seal_key(key: &EdKey) -> SecretString {
-    key.sealed_seed()
+/// The session key's sealed form (`jws::DpopKey::sealed`).
+pub fn seal_key(key: &DpopKey) -> SecretString {
+    key.sealed()
 }
 
-/// The key of a sealed seed (`Session.dpop_key`).
-pub fn proof_key(sealed: &SecretString) -> Result<EdKey, JwsError> {
-    EdKey::from_sealed_seed(sealed)
+/// The key of its sealed form (`Session.dpop_key`).
+pub fn proof_key(sealed: &SecretString) -> Result<DpopKey, JwsError> {
+    DpopKey::from_sealed(sealed)
 }
 
 /// A session whose sealed DPoP key does not open cannot refresh. Only sealgate seals that
@@ -86,7 +86,7 @@ impl From<JwsError> for RefreshError {
 /// crate's errors drop it (the refresh classes need it).
 pub(super) struct ProviderClient<'a> {
     pub http: &'a HttpClient,
-    pub key: Option<&'a EdKey>,
+    pub key: Option<&'a DpopKey>,
     pub nonce: &'a NonceSlot,
     pub access_token: Option<&'a SecretString>,
     /// Signs the retry's new client assertion: the credentials, client id and issuer.
@@ -95,7 +95,7 @@ pub(super) struct ProviderClient<'a> {
 }
 
 impl<'a> ProviderClient<'a> {
-    pub fn new(http: &'a HttpClient, key: Option<&'a EdKey>, nonce: &'a NonceSlot) -> Self {
+    pub fn new(http: &'a HttpClient, key: Option<&'a DpopKey>, nonce: &'a NonceSlot) -> Self {
         ProviderClient {
             http,
             key,
@@ -156,7 +156,7 @@ impl<'a> ProviderClient<'a> {
 
     fn proof(
         &self,
-        key: &EdKey,
+        key: &DpopKey,
         method: &http::Method,
         uri: &http::Uri,
         nonce: Option<&str>,
@@ -303,7 +303,7 @@ mod tests {
     async fn retries_once_with_the_nonce_the_token_endpoint_demands() {
         let (url, server) = token_endpoint(vec![USE_NONCE, OK]).await;
         let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
-        let key = EdKey::generate().unwrap();
+        let key = DpopKey::generate(crate::jws::DpopAlg::Es256).unwrap();
         let slot = NonceSlot::default();
         let client = ProviderClient::new(&http, Some(&key), &slot);
         let answer = client.fetch(token_request(&url)).await.unwrap();
@@ -332,7 +332,7 @@ mod tests {
     async fn passes_a_second_nonce_demand_through_and_sends_no_proof_without_a_key() {
         let (url, server) = token_endpoint(vec![USE_NONCE, USE_NONCE]).await;
         let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
-        let key = EdKey::generate().unwrap();
+        let key = DpopKey::generate(crate::jws::DpopAlg::Es256).unwrap();
         let slot = NonceSlot::default();
         let client = ProviderClient::new(&http, Some(&key), &slot);
         let answer = client.fetch(token_request(&url)).await.unwrap();
@@ -354,7 +354,7 @@ mod tests {
     async fn refuses_to_replay_a_client_assertion_in_the_nonce_retry() {
         let (url, server) = token_endpoint(vec![USE_NONCE, OK]).await;
         let http = HttpClient::new(Duration::from_secs(5), 64 * 1024).unwrap();
-        let key = EdKey::generate().unwrap();
+        let key = DpopKey::generate(crate::jws::DpopAlg::Es256).unwrap();
         let slot = NonceSlot::default();
         let (client_key, _) = crate::jws::EcKey::generate().unwrap();
         let credentials = Credentials::PrivateKeyJwt {
@@ -396,9 +396,9 @@ mod tests {
 
     #[test]
     fn sealed_key_opens_to_the_same_key() {
-        let key = EdKey::generate().unwrap();
+        let key = DpopKey::generate(crate::jws::DpopAlg::Es256).unwrap();
         let sealed = seal_key(&key);
-        assert_eq!(sealed.len(), 43);
+        assert_eq!(sealed.len(), 130);
         assert_eq!(proof_key(&sealed).unwrap().thumbprint(), key.thumbprint());
         assert!(proof_key(&SecretString::from("AAAA")).is_err());
         assert!(proof_key(&SecretString::from("!!")).is_err());

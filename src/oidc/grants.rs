@@ -19,7 +19,7 @@ use super::refresh_failure::{parse_failure, refresh_error};
 use super::{OidcError, Provider, RefreshError, RefreshFailure, http_error};
 use crate::clock::now_secs;
 use crate::http_client::HttpError;
-use crate::jws::EdKey;
+use crate::jws::{DpopAlg, DpopKey};
 use crate::secret::SecretString;
 
 /// A login in progress: the URL to send the browser to and what the callback must check.
@@ -55,16 +55,17 @@ pub struct RefreshedTokens {
 }
 
 impl Provider {
-    /// Whether logins bind their tokens to a DPoP key (`[oidc] dpop`).
-    pub fn uses_dpop(&self) -> bool {
-        self.settings.dpop
+    /// The algorithm of the DPoP key each login binds its tokens to (`[oidc] dpop`), as
+    /// discovery chose it; `None` without DPoP.
+    pub fn dpop_alg(&self) -> Option<DpopAlg> {
+        self.dpop_alg
     }
 
     /// A new login: fresh state, nonce and PKCE (S256) verifier, and the URL carrying them;
     /// with `dpop_key`, its thumbprint as `dpop_jkt` (RFC 9449 §10), which binds the code
     /// to that key. With PAR the request is pushed first, and the URL carries only
     /// `client_id` and `request_uri`.
-    pub async fn start_login(&self, dpop_key: Option<&EdKey>) -> Result<LoginStart, OidcError> {
+    pub async fn start_login(&self, dpop_key: Option<&DpopKey>) -> Result<LoginStart, OidcError> {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -105,7 +106,7 @@ impl Provider {
         code: &str,
         pkce_verifier: &SecretString,
         nonce: &SecretString,
-        dpop_key: Option<&EdKey>,
+        dpop_key: Option<&DpopKey>,
     ) -> Result<LoginTokens, OidcError> {
         let http = self.token_client(dpop_key);
         let mut request = self
@@ -161,7 +162,7 @@ impl Provider {
         &self,
         access_token: &SecretString,
         sub: &str,
-        dpop_key: Option<&EdKey>,
+        dpop_key: Option<&DpopKey>,
     ) -> Result<Option<Map<String, Value>>, OidcError> {
         let Some(url) = self.client.user_info_url() else {
             return Ok(None);
@@ -214,7 +215,7 @@ impl Provider {
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
-        dpop_key: Option<&EdKey>,
+        dpop_key: Option<&DpopKey>,
     ) -> Result<RefreshedTokens, RefreshError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
         let http = self.token_client(dpop_key);
@@ -312,7 +313,7 @@ impl Provider {
 
     /// The outbound client of a token request: proofs by `dpop_key`, and a new client
     /// assertion for a retry.
-    fn token_client<'a>(&'a self, dpop_key: Option<&'a EdKey>) -> ProviderClient<'a> {
+    fn token_client<'a>(&'a self, dpop_key: Option<&'a DpopKey>) -> ProviderClient<'a> {
         ProviderClient {
             client: Some((
                 &self.credentials,

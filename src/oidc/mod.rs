@@ -46,6 +46,7 @@ pub use self::refresh_failure::{RefreshError, RefreshFailure};
 pub use crate::config::ClientAuthMethod as ClientAuth;
 use crate::config::{ClientKey, Par};
 use crate::http_client::{HttpClient, HttpError};
+use crate::jws::DpopAlg;
 use crate::secret::SecretString;
 use crate::sync;
 
@@ -167,6 +168,8 @@ pub struct Provider {
     par_endpoint: Option<Url>,
     /// The provider's latest DPoP nonce (RFC 9449 §8).
     dpop_nonce: NonceSlot,
+    /// The algorithm of new logins' proof keys, when `dpop` is on.
+    dpop_alg: Option<DpopAlg>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -183,7 +186,7 @@ impl Provider {
     /// exactly (OpenID Connect Discovery §4.3), every endpoint must be https unless
     /// `allow_insecure_http`, and there must be a token endpoint and an asymmetric ID token
     /// signing algorithm; the provider must serve `response_type=code` with PKCE S256, a
-    /// PAR endpoint when `par = "required"`, and EdDSA proofs when `dpop` is on. The
+    /// PAR endpoint when `par = "required"`, and ES256 or EdDSA proofs when `dpop` is on. The
     /// client keys are loaded here too.
     pub async fn discover(settings: Settings, http: HttpClient) -> Result<Self, OidcError> {
         let credentials =
@@ -230,7 +233,7 @@ impl Provider {
             .response_types_supported()
             .iter()
             .any(|t| t.as_slice() == [CoreResponseType::Code]);
-        check_capabilities(&settings, &extra, serves_code)?;
+        let dpop_alg = check_capabilities(&settings, &extra, serves_code)?;
         let par_endpoint = match settings.par {
             Par::Off => {
                 if extra.require_pushed_authorization_requests {
@@ -288,6 +291,7 @@ impl Provider {
             credentials,
             par_endpoint,
             dpop_nonce: NonceSlot::default(),
+            dpop_alg,
         })
     }
 
@@ -341,13 +345,13 @@ impl Provider {
 /// What sealgate needs of a provider besides its endpoints: the authorization code flow
 /// (the only one it runs; FAPI 2.0 Security Profile §5.3.1.2 allows no other), PKCE S256
 /// when the methods are listed (plain would be no protection), a PAR endpoint when
-/// `par = "required"`, and with DPoP the EdDSA proofs sealgate signs, when algorithms are
-/// listed.
+/// `par = "required"`, and with DPoP an algorithm sealgate signs proofs with (ES256 or
+/// EdDSA, `jws::DpopAlg::choose`), which it returns.
 fn check_capabilities(
     settings: &Settings,
     extra: &ExtraMetadata,
     serves_code: bool,
-) -> Result<(), OidcError> {
+) -> Result<Option<DpopAlg>, OidcError> {
     let lists = |list: &Option<Vec<String>>, wanted: &[&str]| {
         list.as_ref()
             .is_none_or(|l| l.iter().any(|v| wanted.contains(&v.as_str())))
@@ -368,17 +372,15 @@ fn check_capabilities(
                 .into(),
         ));
     }
-    if settings.dpop
-        && !lists(
-            &extra.dpop_signing_alg_values_supported,
-            &["EdDSA", "Ed25519"],
-        )
-    {
-        return Err(OidcError::Invalid(
-            "oidc.dpop is on but dpop_signing_alg_values_supported lacks EdDSA and Ed25519".into(),
-        ));
+    if !settings.dpop {
+        return Ok(None);
     }
-    Ok(())
+    match DpopAlg::choose(extra.dpop_signing_alg_values_supported.as_deref()) {
+        Some(alg) => Ok(Some(alg)),
+        None => Err(OidcError::Invalid(
+            "oidc.dpop is on but dpop_signing_alg_values_supported lacks ES256 and EdDSA".into(),
+        )),
+    }
 }
 
 fn is_asymmetric(alg: &CoreJwsSigningAlgorithm) -> bool {
@@ -444,7 +446,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_providers_without_code_s256_par_or_eddsa_when_needed() {
+    fn refuses_providers_without_code_s256_par_or_a_dpop_alg_when_needed() {
         let meta =
             |json: serde_json::Value| -> ExtraMetadata { serde_json::from_value(json).unwrap() };
         let base = Settings::for_tests();
@@ -464,14 +466,24 @@ mod tests {
             dpop: true,
             ..Settings::for_tests()
         };
-        let es_only = meta(serde_json::json!({"dpop_signing_alg_values_supported": ["ES256"]}));
-        assert!(check_capabilities(&dpop, &es_only, true).is_err());
-        assert!(
-            check_capabilities(&base, &es_only, true).is_ok(),
+        let rsa_only = meta(serde_json::json!({"dpop_signing_alg_values_supported": ["PS256"]}));
+        assert!(check_capabilities(&dpop, &rsa_only, true).is_err());
+        assert_eq!(
+            check_capabilities(&base, &rsa_only, true).unwrap(),
+            None,
             "only checked with dpop"
         );
-        let ed = meta(serde_json::json!({"dpop_signing_alg_values_supported": ["ES256", "EdDSA"]}));
-        assert!(check_capabilities(&dpop, &ed, true).is_ok());
+        let both =
+            meta(serde_json::json!({"dpop_signing_alg_values_supported": ["EdDSA", "ES256"]}));
+        assert_eq!(
+            check_capabilities(&dpop, &both, true).unwrap(),
+            Some(DpopAlg::Es256)
+        );
+        let ed = meta(serde_json::json!({"dpop_signing_alg_values_supported": ["EdDSA"]}));
+        assert_eq!(
+            check_capabilities(&dpop, &ed, true).unwrap(),
+            Some(DpopAlg::EdDsa)
+        );
     }
 
     #[test]
