@@ -1,4 +1,8 @@
 //! `GET /bff/user`: the user's claims and the session's facts, never a token.
+//!
+//! A session without a refresh token (the provider issued none: no `offline_access`, or a
+//! client without the `refresh_token` grant) ends when its access token does; the answer
+//! says so (`refreshable`, `expires_at`), so the SPA can tell its user before it happens.
 
 use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
@@ -9,10 +13,11 @@ use crate::cookies::{ReadError, WriteError};
 use crate::error::Error;
 use crate::jar::{self, LoadedProfile};
 use crate::reply::{self, Body};
-use crate::session::{Profile, Session};
+use crate::session::{AccessState, Limits, Profile, Session};
 
-/// Answers 200 with `{"sub", "claims", "session": {...}}`, or 401 `login_required`.
-/// Requires `X-CSRF: 1` (checked by the caller).
+/// Answers 200 with `{"sub", "claims", "session": {...}}`, or 401 `login_required`, with the
+/// cookies cleared when the access token has expired and there is no refresh token (as an
+/// API call would answer). Requires `X-CSRF: 1` (checked by the caller).
 ///
 /// Both cookies leave under the primary key: the session and the profile are re-sealed
 /// whenever either was sealed under another key, so that retiring that key later (in an
@@ -23,6 +28,13 @@ pub async fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Resp
     let now = now_secs();
     let ctx = app.ctx(&jar, &ring, now);
     let mut loaded = app.load_session(&ctx)?;
+    if loaded.session.access_state(&app.limits, now) == AccessState::Dead {
+        tracing::info!("session ended: access token expired, no refresh token");
+        return Err(Error::SessionEnded {
+            reason: "access token expired, no refresh token",
+            clear: app.cookies.clear_session(&jar),
+        });
+    }
     let (profile, reseal_profile) = match ctx.open_profile(&loaded.session) {
         Ok(LoadedProfile {
             profile,
@@ -56,7 +68,8 @@ pub async fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Resp
         "session": {
             "sid": s.sid,
             "created_at": s.created_at,
-            "expires_at": s.expires_at(&app.limits),
+            "expires_at": ends_at(s, &app.limits),
+            "refreshable": s.refresh_token.is_some(),
             "absolute_expires_at": s.created_at.saturating_add(app.limits.absolute),
             "logout_url": format!("/bff/logout?sid={}", s.id),
         },
@@ -64,6 +77,16 @@ pub async fn get(app: &App, req: &Request<hyper::body::Incoming>) -> Result<Resp
     let mut response = reply::json(StatusCode::OK, &body);
     reply::set_cookies(&mut response, set);
     Ok(response)
+}
+
+/// When `session` ends if unused: the earlier of its limits, and for a session that cannot
+/// refresh, its access token's expiry (nothing renews it, RFC 6749 §1.5).
+fn ends_at(session: &Session, limits: &Limits) -> u64 {
+    let limit = session.expires_at(limits);
+    match (&session.refresh_token, session.access_expires_at) {
+        (None, Some(exp)) => limit.min(exp),
+        _ => limit,
+    }
 }
 
 /// A profile for `session` from what can still be had: the claims from the provider's
@@ -117,4 +140,47 @@ fn write_profile(
         claims,
     };
     write(&small).map_err(jar::write_failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        absolute: 12 * 3600,
+        idle: 3600,
+        refresh_skew: 60,
+    };
+    const T0: u64 = 1_800_000_000;
+
+    fn session(refresh_token: Option<&str>, access_expires_at: Option<u64>) -> Session {
+        Session {
+            id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            access_token: "at".into(),
+            access_expires_at,
+            refresh_token: refresh_token.map(Into::into),
+            sub: "alice".into(),
+            sid: None,
+            created_at: T0,
+            last_seen: T0,
+            dpop_key: None,
+        }
+    }
+
+    #[test]
+    fn ends_a_session_without_refresh_token_when_its_access_token_expires() {
+        assert_eq!(ends_at(&session(None, Some(T0 + 300)), &LIMITS), T0 + 300);
+        // An access token outliving the limits does not extend them.
+        assert_eq!(ends_at(&session(None, Some(T0 + 7200)), &LIMITS), T0 + 3600);
+        // No expiry said: only the limits are known.
+        assert_eq!(ends_at(&session(None, None), &LIMITS), T0 + 3600);
+    }
+
+    #[test]
+    fn keeps_the_limits_as_the_end_of_a_refreshable_session() {
+        assert_eq!(
+            ends_at(&session(Some("rt"), Some(T0 + 300)), &LIMITS),
+            T0 + 3600
+        );
+    }
 }

@@ -189,7 +189,16 @@ export async function startProvider({
   fapi,
   // The ordinary provider offering PAR (RFC 9126) without requiring it.
   par = false,
+  // Features the provider lacks (issue #15), any of: 'revocation' (no revocation_endpoint),
+  // 'endSession' (no end_session_endpoint: RP-initiated logout off), 'refreshToken' (the
+  // client may not use the refresh_token grant, so no refresh token is ever issued),
+  // 'userinfo' (no userinfo_endpoint). Empty: every feature, as before.
+  without = [],
 } = {}) {
+  const lacks = new Set(without);
+  for (const name of lacks) {
+    if (!['revocation', 'endSession', 'refreshToken', 'userinfo'].includes(name)) throw new Error(`unknown feature ${name}`);
+  }
   // Listen first: the issuer must contain the real port, and port 0 picks a free one.
   const server = http.createServer();
   await new Promise((resolve, reject) => {
@@ -258,7 +267,7 @@ export async function startProvider({
       ...(fapiConfig ? {} : { client_secret: clientSecret }),
       redirect_uris: redirectUris,
       post_logout_redirect_uris: postLogoutRedirectUris,
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: lacks.has('refreshToken') ? ['authorization_code'] : ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       ...(backchannelLogoutUri ? {
@@ -304,9 +313,9 @@ export async function startProvider({
     },
     features: {
       devInteractions: { enabled: true }, // the built-in login and consent forms
-      revocation: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
-      userinfo: { enabled: true },
+      revocation: { enabled: !lacks.has('revocation') },
+      rpInitiatedLogout: { enabled: !lacks.has('endSession') },
+      userinfo: { enabled: !lacks.has('userinfo') },
       // Off unless asked for (`par: true`, offered but not required; the FAPI mode requires it).
       pushedAuthorizationRequests: { enabled: Boolean(par) },
       backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
