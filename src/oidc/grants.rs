@@ -15,7 +15,7 @@ use url::Url;
 
 use super::dpop::ProviderClient;
 use super::id_token::user_claims;
-use super::refresh_failure::{parse_failure, refresh_error};
+use super::refresh_failure::{is_empty_refusal, parse_failure, refresh_error};
 use super::{OidcError, Provider, RefreshError, RefreshFailure, http_error};
 use crate::clock::now_secs;
 use crate::http_client::HttpError;
@@ -231,10 +231,22 @@ impl Provider {
         for (name, value) in assertion {
             request = request.add_extra_param(name, value.expose().to_owned());
         }
-        let response = request
-            .request_async(&http)
-            .await
-            .map_err(|e| refresh_error(e, http.status()))?;
+        let response = match request.request_async(&http).await {
+            Ok(response) => response,
+            Err(e) => {
+                let status = http.status();
+                let empty = is_empty_refusal(&e, status);
+                let error = refresh_error(e, status);
+                // Only the provider's own word that the token is dead ends the session.
+                if empty && self.inactive(refresh_token).await {
+                    return Err(RefreshError {
+                        class: RefreshFailure::InvalidGrant,
+                        detail: format!("{}; introspection: inactive", error.detail),
+                    });
+                }
+                return Err(error);
+            }
+        };
         if dpop_key.is_some() && !is_dpop(response.token_type().as_ref()) {
             return Err(RefreshError {
                 class: RefreshFailure::Unparsable,
@@ -264,8 +276,62 @@ impl Provider {
         let Some(endpoint) = &self.extra.revocation_endpoint else {
             return Ok(false);
         };
+        let request = self.refresh_token_request(endpoint, refresh_token)?;
+        let response = self.http.fetch(request).await.map_err(http_error)?;
+        if response.status().is_success() {
+            Ok(true)
+        } else if response.status().is_server_error() {
+            Err(OidcError::Unavailable(format!(
+                "revocation answered {}",
+                response.status()
+            )))
+        } else {
+            Err(OidcError::Refused(format!(
+                "revocation answered {}",
+                response.status()
+            )))
+        }
+    }
+
+    /// Whether the provider says, authenticated, that `refresh_token` is inactive (RFC 7662
+    /// §2.2: expired, revoked, or never issued to us): asked after a refresh grant's answer
+    /// that says nothing (`is_empty_refusal`). Anything but a 200 with `"active": false`
+    /// (no introspection endpoint, our client refused, the provider failing) is `false`:
+    /// the session stays.
+    async fn inactive(&self, refresh_token: &SecretString) -> bool {
+        let Some(endpoint) = &self.extra.introspection_endpoint else {
+            return false;
+        };
+        let Ok(request) = self.refresh_token_request(endpoint, refresh_token) else {
+            return false;
+        };
+        match self.http.fetch(request).await {
+            Ok(r) if r.status() == http::StatusCode::OK => {
+                serde_json::from_slice::<Value>(r.body())
+                    .ok()
+                    .and_then(|v| v.get("active").and_then(Value::as_bool))
+                    == Some(false)
+            }
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), "introspection refused; refresh failure kept transient");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "introspection failed; refresh failure kept transient");
+                false
+            }
+        }
+    }
+
+    /// A form POST of `refresh_token` to the revocation (RFC 7009 §2.1) or introspection
+    /// (RFC 7662 §2.1) endpoint, with the client's authentication.
+    fn refresh_token_request(
+        &self,
+        endpoint: &Url,
+        refresh_token: &SecretString,
+    ) -> Result<http::Request<Vec<u8>>, OidcError> {
         // Built in a block: the form serializer is not `Send` and must not live across
-        // the await below.
+        // an await.
         let request = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("token", refresh_token.expose());
@@ -295,20 +361,7 @@ impl Provider {
                 .body(body.expose().as_bytes().to_vec())
                 .map_err(|e| OidcError::Invalid(e.to_string()))?
         };
-        let response = self.http.fetch(request).await.map_err(http_error)?;
-        if response.status().is_success() {
-            Ok(true)
-        } else if response.status().is_server_error() {
-            Err(OidcError::Unavailable(format!(
-                "revocation answered {}",
-                response.status()
-            )))
-        } else {
-            Err(OidcError::Refused(format!(
-                "revocation answered {}",
-                response.status()
-            )))
-        }
+        Ok(request)
     }
 
     /// The outbound client of a token request: proofs by `dpop_key`, and a new client
@@ -327,20 +380,42 @@ impl Provider {
     /// Where to send the browser to end the provider's session (RP-Initiated Logout 1.0),
     /// if the provider has an end-session endpoint.
     pub fn end_session_url(&self, id_token_hint: Option<&SecretString>) -> Option<Url> {
-        let mut url = self.extra.end_session_endpoint.clone()?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(hint) = id_token_hint {
-                q.append_pair("id_token_hint", hint.expose());
-            }
-            q.append_pair("client_id", &self.settings.client_id);
-            q.append_pair(
-                "post_logout_redirect_uri",
-                self.settings.post_logout_redirect_uri.as_str(),
-            );
-        }
-        Some(url)
+        let endpoint = self.extra.end_session_endpoint.as_ref()?;
+        Some(end_session_url(
+            endpoint,
+            id_token_hint,
+            &self.settings.client_id,
+            &self.settings.post_logout_redirect_uri,
+            CsrfToken::new_random().secret(),
+        ))
     }
+}
+
+/// The end-session request (RP-Initiated Logout 1.0 §2). `state` is OPTIONAL there and
+/// sealgate checks nothing on the way back (it lands on a plain page), but Glewlwyd 2.7 goes
+/// back to `post_logout_redirect_uri` only when the request has one (protocol_oidc.c,
+/// `callback_oidc_end_session`): a random value, harmless elsewhere.
+fn end_session_url(
+    endpoint: &Url,
+    id_token_hint: Option<&SecretString>,
+    client_id: &str,
+    post_logout_redirect_uri: &Url,
+    state: &str,
+) -> Url {
+    let mut url = endpoint.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(hint) = id_token_hint {
+            q.append_pair("id_token_hint", hint.expose());
+        }
+        q.append_pair("client_id", client_id);
+        q.append_pair(
+            "post_logout_redirect_uri",
+            post_logout_redirect_uri.as_str(),
+        );
+        q.append_pair("state", state);
+    }
+    url
 }
 
 /// RFC 9449 §5.1: `token_type` is `DPoP` for a bound token; compared without case, as
@@ -364,5 +439,33 @@ fn token_error<RE: std::fmt::Debug + openidconnect::ErrorResponse + 'static>(
             OidcError::Invalid(format!("token answer {}", parse_failure(&e, &body)))
         }
         RequestTokenError::Other(s) => OidcError::Invalid(format!("token answer: {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_session_request_carries_a_state() {
+        let endpoint = Url::parse("https://idp.example/logout?x=1").unwrap();
+        let back = Url::parse("https://app.example/").unwrap();
+        let hint = SecretString::new("eyJ.hint".into());
+        let url = end_session_url(&endpoint, Some(&hint), "bff", &back, "st-123");
+        let q: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("x"), Some("1"), "the endpoint's own query is kept");
+        assert_eq!(get("id_token_hint"), Some("eyJ.hint"));
+        assert_eq!(get("client_id"), Some("bff"));
+        assert_eq!(
+            get("post_logout_redirect_uri"),
+            Some("https://app.example/")
+        );
+        assert_eq!(get("state"), Some("st-123"));
+        let random = CsrfToken::new_random();
+        assert!(
+            random.secret().len() >= 16,
+            "a state of at least 16 characters"
+        );
     }
 }

@@ -104,6 +104,10 @@ pub struct ExtraMetadata {
     end_session_endpoint: Option<Url>,
     #[serde(default)]
     revocation_endpoint: Option<Url>,
+    /// RFC 7662 / RFC 8414 §2: asked only whether a refresh token is dead, after an answer
+    /// that does not say (`refresh_failure::is_empty_refusal`).
+    #[serde(default)]
+    introspection_endpoint: Option<Url>,
     /// RFC 9207.
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
@@ -222,6 +226,9 @@ impl Provider {
         let extra = metadata.additional_metadata().clone();
         if let Some(u) = &extra.revocation_endpoint {
             https_only("revocation_endpoint", u)?;
+        }
+        if let Some(u) = &extra.introspection_endpoint {
+            https_only("introspection_endpoint", u)?;
         }
         if let Some(u) = &extra.end_session_endpoint {
             https_only("end_session_endpoint", u)?;

@@ -136,6 +136,20 @@ pub(super) fn refresh_error<RE: std::fmt::Debug + openidconnect::ErrorResponse +
     RefreshError { class, detail }
 }
 
+/// Whether a refresh grant was answered 400 with an empty body: no OAuth error, so neither
+/// who was refused nor why (RFC 6749 §5.2 has a JSON `error` there). Glewlwyd 2.7 answers so
+/// both a dead refresh token and a refused client authentication (protocol_oidc.c,
+/// `get_access_token_from_refresh`): the first must end the session, the second must not
+/// (a botched secret rotation would log everyone out). Such an answer is `HttpOther`,
+/// transient, unless the provider confirms the token is inactive (`Provider::refresh`).
+/// (oauth2 reports every non-200 answer with an empty body as `Other`.)
+pub(super) fn is_empty_refusal<RE: std::fmt::Debug + openidconnect::ErrorResponse + 'static>(
+    e: &RequestTokenError<HttpError, RE>,
+    status: u16,
+) -> bool {
+    status == 400 && matches!(e, RequestTokenError::Other(_))
+}
+
 /// The class of an answer that is no OAuth error, by its status.
 fn status_class(status: u16) -> RefreshFailure {
     match status {
@@ -257,6 +271,24 @@ mod tests {
             assert_eq!(e.class, class, "{e}");
             assert_eq!(e.class.is_fatal(), class == F::InvalidGrant);
         }
+    }
+
+    #[test]
+    fn only_an_empty_400_is_an_empty_refusal() {
+        let empty = || -> TokenError {
+            RequestTokenError::Other("server returned empty error response".into())
+        };
+        assert!(is_empty_refusal(&empty(), 400));
+        let e = refresh_error(empty(), 400);
+        assert_eq!(e.class, RefreshFailure::HttpOther, "transient by itself");
+        assert!(!e.class.is_fatal());
+        assert!(!is_empty_refusal(&empty(), 503));
+        assert!(!is_empty_refusal(&empty(), 401));
+        assert!(!is_empty_refusal(&oauth_error("invalid_grant"), 400));
+        assert!(!is_empty_refusal(
+            &unparsable(b"<html>Bad Request</html>"),
+            400
+        ));
     }
 
     #[test]

@@ -252,7 +252,7 @@ describe('sealgate with the real provider', () => {
 
     // The provider's "sign out?" confirmation, then back to the application.
     const end = await completeEndSession({ jar, url: target.href, stopAt: (u) => u.startsWith(bff) });
-    assert.equal(end.callbackUrl, `${bff}/`);
+    assert.equal(end.callbackUrl, `${bff}/?state=${target.searchParams.get('state')}`);
     assert.equal(op.stats.endSessions, stats.endSessions + 1);
     // The provider session is over: the next login shows the login form again.
     const again = await loginUntilCallback({ bffUrl: bff, username: 'bob', jar });
