@@ -59,7 +59,7 @@ pub enum LogoutTokenError {
     /// `alg` is `none`, symmetric, unknown, or not one the provider signs ID tokens with.
     #[error("logout token alg refused")]
     Algorithm,
-    /// `typ` is present and not `logout+jwt`, or `crit` names an extension (RFC 7515
+    /// `typ` is present and neither `logout+jwt` nor the generic `JWT`, or `crit` names an extension (RFC 7515
     /// §4.1.11: none is understood here).
     #[error("logout token typ or crit refused")]
     Type,
@@ -215,9 +215,14 @@ pub(super) fn validate(
     let alg = algorithm(&header.alg, expected.algs)?;
     // RFC 8725 §3.11 explicit typing; the spec (§2.4) recommends `logout+jwt`, RFC 7515
     // §4.1.9 lets the `application/` prefix be left out and compares case-insensitively.
+    // The generic `JWT` (RFC 7519 §5.1) types nothing, so it is taken as no `typ` at all
+    // (Glewlwyd sends it): what keeps an ID token or access token from passing for a logout
+    // token is then, as the spec itself relies on (§2.6), the required `events` member
+    // with the back-channel event and the forbidden `nonce`. Any other type is refused.
     if let Some(typ) = &header.typ
         && !typ.eq_ignore_ascii_case("logout+jwt")
         && !typ.eq_ignore_ascii_case("application/logout+jwt")
+        && !typ.eq_ignore_ascii_case("JWT")
     {
         return Err(LogoutTokenError::Type);
     }
@@ -516,11 +521,13 @@ YPlc4ucfNXE6hAHs80rulqNn0qIMXxAAvacgUqFq6QF/hHOYyKRL\n\
             }
         );
         assert_eq!(verified.replay_window_end(), NOW - 5 + IAT_MAX_AGE + 1);
-        // Without typ, with typ spelled as a media type, without kid (one key only), with
-        // `aud` an array holding us and `azp` us, with only `sub`, with a fractional iat.
+        // Without typ, with typ spelled as a media type or the generic JWT (Glewlwyd),
+        // without kid (one key only), with `aud` an array holding us and `azp` us, with
+        // only `sub`, with a fractional iat.
         for header in [
             json!({"alg": "RS256", "kid": "k1"}),
             json!({"alg": "RS256", "kid": "k1", "typ": "Application/Logout+JWT"}),
+            json!({"alg": "RS256", "kid": "k1", "typ": "jwt"}),
             json!({"alg": "RS256"}),
         ] {
             check(&sign(&header, &claims())).unwrap();
@@ -716,10 +723,27 @@ YPlc4ucfNXE6hAHs80rulqNn0qIMXxAAvacgUqFq6QF/hHOYyKRL\n\
     }
 
     #[test]
+    fn refuses_an_id_token_typed_jwt_by_its_claims() {
+        // `typ: JWT` is accepted as untyped, so an ID token of ours with that header (signed
+        // by the provider, our aud, a sid) must fail on its claims: no back-channel event.
+        let jwt = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
+        let mut id_token = claims();
+        let fields = id_token.as_object_mut().unwrap();
+        fields.remove("events");
+        fields.insert("nonce".into(), json!("n-1"));
+        let token = sign(&jwt, &id_token);
+        let err = check(&token).unwrap_err();
+        assert!(
+            matches!(err, LogoutTokenError::Events | LogoutTokenError::Nonce),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn refuses_another_typ_or_a_crit_header() {
         for header in [
-            json!({"alg": "RS256", "kid": "k1", "typ": "JWT"}),
             json!({"alg": "RS256", "kid": "k1", "typ": "at+jwt"}),
+            json!({"alg": "RS256", "kid": "k1", "typ": "JOSE"}),
             json!({"alg": "RS256", "kid": "k1", "crit": ["exp"], "exp": 1}),
         ] {
             refused(&sign(&header, &claims()), LogoutTokenError::Type);
