@@ -3,11 +3,12 @@
 //! resource servers' nonces (§9) remembered per origin, and when a call may be sent again
 //! with a nonce. The transport (`proxy`) and the retry itself (`api`) are elsewhere.
 //!
-//! Pure but for the random `jti`: no I/O, no clock (`now` is passed in). The proof key is
+//! Pure but for the random part of `jti`s: no I/O, no clock (`now` is passed in). The proof key is
 //! never logged or Debug-printed and never leaves the process but as signatures.
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -120,6 +121,12 @@ pub struct ProofKey {
     header: Box<str>,
     /// `base64url(SHA-256(access token))` (RFC 9449 §4.2).
     ath: Box<str>,
+    /// The proofs' `jti` is these 96 random bits then a count of this key's proofs: unique
+    /// as RFC 9449 §4.2 asks (a "negligible probability" of any other proof's value, also
+    /// another instance's or a later opening's of the same session: their random part
+    /// differs), without a system call per proof. Nothing needs a `jti` unpredictable.
+    jti_prefix: [u8; 12],
+    proofs: AtomicU64,
 }
 
 impl fmt::Debug for ProofKey {
@@ -137,17 +144,22 @@ impl ProofKey {
         let header = json!({"alg": pair.alg().name(), "typ": "dpop+jwt", "jwk": pair.public_jwk()})
             .to_string();
         let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.expose().as_bytes()));
+        let mut jti_prefix = [0u8; 12];
+        getrandom::fill(&mut jti_prefix).map_err(|_| DpopError::Random)?;
         Ok(ProofKey {
             pair,
             header: URL_SAFE_NO_PAD.encode(header).into(),
             ath: ath.into(),
+            jti_prefix,
+            proofs: AtomicU64::new(0),
         })
     }
 
     /// A fresh proof (RFC 9449 §4.2) for `method` on `uri` at `now`: `htu` is `uri`
     /// without its query (§4.3 compares the target URI without query and fragment; an
-    /// `http::Uri` has no fragment), a random 128-bit `jti`, the server's `nonce` when it
-    /// gave one, `ath`. Written straight into the header value's buffer.
+    /// `http::Uri` has no fragment), a unique 160-bit `jti` (see `jti_prefix`), the
+    /// server's `nonce` when it gave one, `ath`. Written straight into the header value's
+    /// buffer.
     pub fn proof(
         &self,
         method: &Method,
@@ -155,8 +167,10 @@ impl ProofKey {
         now: u64,
         nonce: Option<&HeaderValue>,
     ) -> Result<HeaderValue, DpopError> {
-        let mut jti = [0u8; 16];
-        getrandom::fill(&mut jti).map_err(|_| DpopError::Random)?;
+        let mut jti = [0u8; 20];
+        let (random, count) = jti.split_at_mut(12);
+        random.copy_from_slice(&self.jti_prefix);
+        count.copy_from_slice(&self.proofs.fetch_add(1, Ordering::Relaxed).to_be_bytes());
         let mut claims = String::with_capacity(256);
         claims.push_str("{\"htm\":");
         json_str(&mut claims, &[method.as_str()]);
@@ -419,13 +433,23 @@ mod tests {
         // The same claims as the reference builder (RFC 9449 §4.2), but the jti.
         let url = url::Url::parse(&uri.to_string()).unwrap();
         let jti = claims["jti"].as_str().unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.decode(jti).unwrap().len(), 16);
+        assert_eq!(URL_SAFE_NO_PAD.decode(jti).unwrap().len(), 20);
         assert_eq!(
             claims,
             crate::jws::dpop_claims("POST", &url, 1000, jti, Some("n-1"), Some("at-123"))
         );
         let (_, again) = open(&key.proof(&Method::POST, &uri, 1000, Some(&nonce)).unwrap());
         assert_ne!(again["jti"], claims["jti"], "a fresh jti per proof");
+        // The same session opened again (another instance, or after the cache let it go)
+        // signs with the same key but never repeats a jti of the first opening.
+        let reopened = Credential::of(&token, Some(&seed)).unwrap().proof.unwrap();
+        let (_, other) = open(
+            &reopened
+                .proof(&Method::POST, &uri, 1000, Some(&nonce))
+                .unwrap(),
+        );
+        assert_ne!(other["jti"], claims["jti"]);
+        assert_ne!(other["jti"], again["jti"]);
         let (_, bare) = open(&key.proof(&Method::GET, &uri, 1000, None).unwrap());
         assert!(bare.get("nonce").is_none());
     }
