@@ -549,6 +549,7 @@ pub fn provider_settings(config: &Config) -> Settings {
         client_key_next: config.oidc.client_key_next.clone(),
         par: config.oidc.par,
         dpop: config.oidc.dpop,
+        authorization_params: config.oidc.authorization_params.clone(),
     }
 }
 

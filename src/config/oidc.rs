@@ -30,6 +30,86 @@ pub struct Oidc {
     pub par: Par,
     /// DPoP-bound tokens (RFC 9449), a proof key per session.
     pub dpop: bool,
+    /// Extra parameters of every authorization request (pushed or not), in name order:
+    /// what some providers need for a refresh token or an audience (Google's
+    /// `access_type=offline`, Auth0's `audience`).
+    pub authorization_params: Vec<(String, String)>,
+}
+
+/// Authorization request parameters sealgate sets itself, or that would change the flow
+/// it runs (`response_mode`, `request`): never taken from `authorization_params`.
+const RESERVED_PARAMS: [&str; 15] = [
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "code_challenge",
+    "code_challenge_method",
+    "dpop_jkt",
+    "nonce",
+    "redirect_uri",
+    "request",
+    "request_uri",
+    "response_mode",
+    "response_type",
+    "scope",
+    "state",
+];
+/// Longest value of one extra parameter (an `audience` URL, a `prompt` list).
+const MAX_PARAM_VALUE: usize = 1024;
+
+/// `authorization_params` as written: a TOML table of strings, or (for the environment,
+/// `SEALGATE_OIDC__AUTHORIZATION_PARAMS`) one string in form encoding, `a=1&b=2`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawParams {
+    Table(std::collections::BTreeMap<String, String>),
+    Form(String),
+}
+
+impl RawParams {
+    fn validate(self, v: &mut Issues) -> Vec<(String, String)> {
+        const KEY: &str = "oidc.authorization_params";
+        let mut pairs: Vec<(String, String)> = match self {
+            RawParams::Table(t) => t.into_iter().collect(),
+            RawParams::Form(f) => url::form_urlencoded::parse(f.as_bytes())
+                .into_owned()
+                .collect(),
+        };
+        pairs.sort();
+        if let Some(w) = pairs
+            .windows(2)
+            .find(|w| w.first().map(|p| &p.0) == w.get(1).map(|p| &p.0))
+        {
+            if let Some((name, _)) = w.first() {
+                v.push(KEY, format!("{name:?} is given twice"));
+            }
+        }
+        for (name, value) in &pairs {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid_name {
+                v.push(
+                    KEY,
+                    format!("{name:?} is not a parameter name (letters, digits, _ - .)"),
+                );
+            } else if RESERVED_PARAMS.contains(&name.to_ascii_lowercase().as_str()) {
+                v.push(
+                    KEY,
+                    format!("{name:?} is set by sealgate itself (use oidc.scopes for scope)"),
+                );
+            } else if value.len() > MAX_PARAM_VALUE || value.chars().any(char::is_control) {
+                v.push(
+                    KEY,
+                    format!("the value of {name:?} is longer than {MAX_PARAM_VALUE} bytes or has control characters"),
+                );
+            }
+        }
+        pairs
+    }
 }
 
 /// How the client authenticates: `client_secret_basic` (default), `client_secret_post`
@@ -78,6 +158,7 @@ pub(super) struct RawOidc {
     par: Option<String>,
     #[serde(default, deserialize_with = "flex::opt_bool")]
     dpop: Option<bool>,
+    authorization_params: Option<RawParams>,
 }
 
 impl RawOidc {
@@ -197,6 +278,10 @@ impl RawOidc {
             client_key_next,
             par,
             dpop: self.dpop.unwrap_or(false),
+            authorization_params: self
+                .authorization_params
+                .map(|p| p.validate(v))
+                .unwrap_or_default(),
         })
     }
 }
@@ -249,6 +334,80 @@ client_id = "bff"
         .unwrap();
         assert!(matches!(env.oidc.client_key, Some(ClientKey::Pem(_))));
         assert!(!format!("{env:?}").contains("BEGIN PRIVATE KEY"));
+    }
+
+    #[test]
+    fn authorization_params_come_from_a_table_or_a_form_encoded_variable() {
+        let table = load(
+            "client_secret = \"s\"\nauthorization_params = { prompt = \"consent\", access_type = \"offline\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            table.oidc.authorization_params,
+            [
+                ("access_type".to_owned(), "offline".to_owned()),
+                ("prompt".to_owned(), "consent".to_owned())
+            ]
+        );
+        let env = load(
+            "client_secret = \"s\"\n",
+            &[(
+                "SEALGATE_OIDC__AUTHORIZATION_PARAMS",
+                "audience=https%3A%2F%2Fapi.example.com&prompt=login",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            env.oidc.authorization_params,
+            [
+                ("audience".to_owned(), "https://api.example.com".to_owned()),
+                ("prompt".to_owned(), "login".to_owned())
+            ]
+        );
+        assert!(
+            load("client_secret = \"s\"\n", &[])
+                .unwrap()
+                .oidc
+                .authorization_params
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn refuses_authorization_params_sealgate_sets_or_that_change_the_flow() {
+        for bad in [
+            "{ state = \"x\" }",
+            "{ Redirect_Uri = \"https://evil.example\" }",
+            "{ response_mode = \"form_post\" }",
+            "{ scope = \"admin\" }",
+            "{ \"a b\" = \"1\" }",
+            "{ ok = \"line\\nbreak\" }",
+        ] {
+            let err = load(
+                &format!("client_secret = \"s\"\nauthorization_params = {bad}\n"),
+                &[],
+            )
+            .unwrap_err();
+            assert_eq!(keys_of(err), ["oidc.authorization_params"], "{bad}");
+        }
+        let twice = load(
+            "client_secret = \"s\"\n",
+            &[(
+                "SEALGATE_OIDC__AUTHORIZATION_PARAMS",
+                "prompt=login&prompt=none",
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(keys_of(twice), ["oidc.authorization_params"]);
+        assert!(
+            load(
+                "client_secret = \"s\"\nauthorization_params = { max_age = 5 }\n",
+                &[]
+            )
+            .is_err(),
+            "values are strings"
+        );
     }
 
     #[test]

@@ -81,6 +81,9 @@ impl Provider {
         if let Some(key) = dpop_key {
             request = request.add_extra_param("dpop_jkt", key.thumbprint());
         }
+        for (name, value) in &self.settings.authorization_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         let url = match &self.par_endpoint {
             Some(endpoint) => self.push(endpoint, &url).await?,

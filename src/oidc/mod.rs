@@ -87,6 +87,8 @@ pub struct Settings {
     pub par: Par,
     /// DPoP-bound tokens: a proof key per login, `dpop_jkt` at authorization.
     pub dpop: bool,
+    /// Extra authorization request parameters (`[oidc] authorization_params`).
+    pub authorization_params: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -444,6 +446,7 @@ impl Settings {
             client_key_next: None,
             par: Par::Auto,
             dpop: false,
+            authorization_params: Vec::new(),
         }
     }
 }

@@ -451,7 +451,12 @@ describe('sealgate with default [oidc] settings against a provider offering PAR:
     up = await startUpstream();
     sg = await startSealgate({
       issuer: op.issuer, clientSecret: CLIENT_SECRET, port,
-      config: { session: { refresh_skew: '1s' }, routes: [{ prefix: '/api/', upstream: up.url }] },
+      config: {
+        session: { refresh_skew: '1s' },
+        routes: [{ prefix: '/api/', upstream: up.url }],
+        // What Google (access_type) or Auth0 (audience) users configure: pushed with the rest.
+        oidc: { authorization_params: { ui_locales: 'de-CH', audience: 'https://api.example.com/' } },
+      },
     });
     rec = new Recorder(sg.url);
   });
@@ -461,12 +466,13 @@ describe('sealgate with default [oidc] settings against a provider offering PAR:
     await op?.close();
   });
 
-  test('par = "auto" pushes with client_secret_basic, no DPoP anywhere: Bearer upstream, Bearer after a refresh, no token in /bff/user', async () => {
+  test('par = "auto" pushes with client_secret_basic and oidc.authorization_params, no DPoP anywhere: Bearer upstream, Bearer after a refresh, no token in /bff/user', async () => {
     const { jar, authorizeUrl, callbackResponse } = await login({ bffUrl: sg.url, username: 'short-plain', jar: rec.jar() });
     assert.equal(callbackResponse.status, 302, `${op.stats.lastError}${tail(sg)}`);
     assert.deepEqual([...new URL(authorizeUrl).searchParams.keys()].sort(), ['client_id', 'request_uri'], 'auto: PAR when the provider offers it');
     const pushed = op.stats.pushedAuthorizationRequests.at(-1);
     assert.deepEqual([pushed.status, pushed.clientAuth, pushed.dpop, pushed.params.dpop_jkt], [201, 'client_secret_basic', undefined, undefined]);
+    assert.deepEqual([pushed.params.ui_locales, pushed.params.audience], ['de-CH', 'https://api.example.com/'], 'oidc.authorization_params pushed');
     assert.equal(op.stats.dpopProofs.length, 0);
     assert.deepEqual(op.stats.tokenRequests.map((t) => [t.clientAuth, t.dpop, t.tokenType]), [['client_secret_basic', false, 'Bearer']]);
 
