@@ -214,7 +214,8 @@ describe('sealgate in Chromium with the demo SPA', { skip }, () => {
       await page.click('#logout');
       await page.waitForURL((u) => u.href.startsWith(`${op.issuer}/session/end`));
       await page.click('button[name=logout]'); // "Yes, sign me out"
-      await page.waitForURL(`${lax.publicUrl}/`);
+      // Back on the SPA's root, with the state sealgate sent to the end-session endpoint.
+      await page.waitForURL((u) => `${u.origin}${u.pathname}` === `${lax.publicUrl}/` && u.searchParams.has('state'));
       assert.equal(await statusText(page), 'Not logged in');
       assert.ok(await page.isVisible('#login'));
       assert.deepEqual((await sealgateCookies(context, lax)).map((c) => c.name), []);
