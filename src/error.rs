@@ -87,9 +87,10 @@ pub enum Error {
     /// No such endpoint.
     #[error("not found")]
     NotFound,
-    /// The endpoint exists but not for this method.
+    /// The endpoint exists but not for this method; the methods it serves, for `Allow`
+    /// (RFC 9110 §15.5.6: a 405 must carry it).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// A back-channel logout request refused (OpenID Connect Back-Channel Logout 1.0
     /// §2.8: 400): the logout token failed a check, was used before, or the request was not
     /// a form carrying one. The words are fixed per refusal class, never the request's.
@@ -160,7 +161,12 @@ impl Error {
                 &serde_json::json!({"error": "upstream_timeout"}),
             ),
             Error::NotFound => text(S::NOT_FOUND, "not found\n"),
-            Error::MethodNotAllowed => text(S::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            Error::MethodNotAllowed(allow) => {
+                let mut r = text(S::METHOD_NOT_ALLOWED, "method not allowed\n");
+                r.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                r
+            }
             Error::LogoutTokenRefused(why) => json(
                 S::BAD_REQUEST,
                 &serde_json::json!({"error": "invalid_request", "error_description": why}),

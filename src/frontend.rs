@@ -50,7 +50,7 @@ pub async fn serve(
 
 async fn static_file(root: &Path, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(Error::MethodNotAllowed);
+        return Err(Error::MethodNotAllowed("GET, HEAD"));
     }
     let relative = safe_relative(req.uri().path()).ok_or(Error::NotFound)?;
     let mut path = root.join(&relative);

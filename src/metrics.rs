@@ -22,6 +22,8 @@ pub enum Endpoint {
     Callback,
     User,
     Logout,
+    /// `POST /bff/backchannel-logout`, the provider's calls (not the user's logouts).
+    Backchannel,
     Proxy,
     Frontend,
     Health,
@@ -29,11 +31,12 @@ pub enum Endpoint {
     Other,
 }
 
-const ENDPOINTS: [(Endpoint, &str); 9] = [
+const ENDPOINTS: [(Endpoint, &str); 10] = [
     (Endpoint::Login, "login"),
     (Endpoint::Callback, "callback"),
     (Endpoint::User, "user"),
     (Endpoint::Logout, "logout"),
+    (Endpoint::Backchannel, "backchannel"),
     (Endpoint::Proxy, "proxy"),
     (Endpoint::Frontend, "frontend"),
     (Endpoint::Health, "health"),

@@ -40,16 +40,13 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> Response<
             (Endpoint::Logout, logout::logout(app, &req).await)
         }
         (&Method::POST, "/bff/backchannel-logout") => {
-            (Endpoint::Logout, backchannel::logout(app, req).await)
+            (Endpoint::Backchannel, backchannel::logout(app, req).await)
         }
-        (
-            _,
-            "/bff/login"
-            | "/bff/callback"
-            | "/bff/user"
-            | "/bff/logout"
-            | "/bff/backchannel-logout",
-        ) => (Endpoint::Other, Err(Error::MethodNotAllowed)),
+        (_, "/bff/login" | "/bff/callback" | "/bff/user" | "/bff/jwks.json") => {
+            (Endpoint::Other, Err(Error::MethodNotAllowed("GET")))
+        }
+        (_, "/bff/logout") => (Endpoint::Other, Err(Error::MethodNotAllowed("GET, POST"))),
+        (_, "/bff/backchannel-logout") => (Endpoint::Other, Err(Error::MethodNotAllowed("POST"))),
         _ if is_bff => (Endpoint::Other, Err(Error::NotFound)),
         _ => match app
             .routes

@@ -51,6 +51,21 @@ fn refuses_backchannel_logout_without_a_store() {
     );
     let json: serde_json::Value = serde_json::from_str(json).expect("a JSON body");
     assert_eq!(json["error"], "not_implemented");
+    // Counted as the provider's call, not as a user's logout.
+    assert_eq!(
+        metric(
+            port,
+            "sealgate_requests_total{endpoint=\"backchannel\",code=\"5xx\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            port,
+            "sealgate_requests_total{endpoint=\"logout\",code=\"5xx\"}"
+        ),
+        0
+    );
     assert_eq!(
         metric(
             port,
@@ -67,5 +82,10 @@ fn refuses_backchannel_logout_without_a_store() {
             ),
         );
         assert_eq!(status_code(&answer), 405, "{method}: {answer}");
+        // RFC 9110 §15.5.6: a 405 names the methods that would work.
+        assert!(
+            answer.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+            "{method}: {answer}"
+        );
     }
 }
