@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use sealgate::http_client::HttpClient;
 use sealgate::reply::{self, Body};
+use tokio::runtime::Handle;
 
 #[tokio::main]
 async fn main() {
@@ -44,12 +45,32 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     match args.get(1).map(String::as_str) {
         Some("upstream") => {
-            serve(listener, |_req| async { Response::new(reply::full("ok")) }).await
+            serve(listener, &[], |_req| async {
+                Response::new(reply::full("ok"))
+            })
+            .await
         }
         Some("proxy") => {
             let upstream: Uri = args.get(3).expect("UPSTREAM_URL").parse().unwrap();
             let client = HttpClient::new(Duration::from_secs(30), 1 << 20).unwrap();
-            serve(listener, move |req: Request<Incoming>| {
+            // sealgate's shape (src/server/workers.rs): one current-thread runtime per
+            // core on its own upstream pools, the connections handed to each in turn.
+            let workers: Vec<Handle> = (0..sealgate::http_client::worker_pools())
+                .map(|i| {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        sealgate::http_client::use_pool(i);
+                        tx.send(rt.handle().clone()).unwrap();
+                        rt.block_on(std::future::pending::<()>());
+                    });
+                    rx.recv().unwrap()
+                })
+                .collect();
+            serve(listener, &workers, move |req: Request<Incoming>| {
                 let client = client.clone();
                 let upstream = upstream.clone();
                 async move {
@@ -72,13 +93,14 @@ async fn main() {
     }
 }
 
-async fn serve<F, Fut>(listener: tokio::net::TcpListener, handler: F)
+/// Serves every connection on the next of `workers`, or on this runtime when there are none.
+async fn serve<F, Fut>(listener: tokio::net::TcpListener, workers: &[Handle], handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
+    for n in 0usize.. {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
@@ -88,10 +110,22 @@ where
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(conn);
+        if workers.is_empty() {
+            tokio::spawn(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            continue;
+        }
+        let stream = stream.into_std().unwrap();
+        let builder = builder.clone();
+        workers[n % workers.len()].spawn(async move {
+            let stream = tokio::net::TcpStream::from_std(stream).unwrap();
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -1,5 +1,6 @@
 //! The listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c) with hyper-util's auto
-//! builder, and bound what a connection may hold: a slot out of `max_connections` for as long
+//! builder (the main listener's connections on one worker thread per core, see `workers`),
+//! and bound what a connection may hold: a slot out of `max_connections` for as long
 //! as its socket lives (a WebSocket tunnel included), a request head within 10 s of accept,
 //! and no more than `idle_timeout` with nothing in flight. On SIGTERM or Ctrl-C: stop
 //! accepting, let in-flight requests finish within the drain time, close the rest, return.
@@ -29,6 +30,9 @@ use crate::proxy::Peer;
 use crate::reply::Body;
 use crate::router;
 
+mod workers;
+use workers::Workers;
+
 /// Largest request head (request line and headers) read: room for a session at the chunk
 /// cap plus the application's own cookies; beyond it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -52,6 +56,14 @@ const ADMIN_MAX_CONNECTIONS: usize = 16;
 /// Serves `listener` (and `admin`, when set: `/metrics` and the health endpoints) until a
 /// shutdown signal, then drains for at most the configured drain time and closes the rest.
 pub async fn run(app: Arc<App>, listener: TcpListener, admin: Option<TcpListener>) {
+    let (workers, running) = match Workers::start() {
+        Ok((workers, running)) => (Some(Arc::new(workers)), Some(running)),
+        // Still a server: every connection on the main runtime, as the admin listener's.
+        Err(e) => {
+            tracing::warn!(error = %e, "worker threads failed to start; serving on the main runtime");
+            (None, None)
+        }
+    };
     let (drain_tx, draining) = watch::channel(false);
     let builder = Arc::new(builder(&app));
     let main = Arc::new(Listening {
@@ -60,6 +72,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, admin: Option<TcpListener
         slots: Arc::new(Semaphore::new(app.max_connections)),
         admin: false,
         draining: draining.clone(),
+        workers,
     });
     let admin_side = Arc::new(Listening {
         app: app.clone(),
@@ -67,6 +80,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, admin: Option<TcpListener
         slots: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
         admin: true,
         draining,
+        workers: None,
     });
     // On SIGTERM: first `shutdown_delay` of "lame duck" (still accepting, /readyz 503), then
     // stop accepting and drain.
@@ -93,6 +107,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, admin: Option<TcpListener
     app.close_all();
     // Let the connections' tasks see the signal and close their sockets.
     let _ = tokio::time::timeout(CLOSE_GRACE, main.slots.acquire_many(all)).await;
+    if let Some(running) = running {
+        running.stop();
+    }
 }
 
 fn builder(app: &App) -> auto::Builder<TokioExecutor> {
@@ -120,6 +137,8 @@ struct Listening {
     admin: bool,
     /// Turns true when the drain starts.
     draining: watch::Receiver<bool>,
+    /// Where its connections are served; `None`: on the runtime that accepts them.
+    workers: Option<Arc<Workers>>,
 }
 
 /// Accepts until the drain starts. At most as many connections as there are slots: beyond,
@@ -142,11 +161,35 @@ async fn accept(l: Arc<Listening>, listener: TcpListener) {
         match accepted {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                let slot = Slot {
-                    io: stream,
-                    _permit: permit,
+                let Some(workers) = &l.workers else {
+                    let slot = Slot {
+                        io: stream,
+                        _permit: permit,
+                    };
+                    tokio::spawn(connection(l.clone(), slot, addr));
+                    continue;
                 };
-                tokio::spawn(connection(l.clone(), slot, addr));
+                // Off this runtime's reactor, onto the worker's.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accepted socket lost");
+                        continue;
+                    }
+                };
+                let l = l.clone();
+                workers.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(io) => {
+                            let slot = Slot {
+                                io,
+                                _permit: permit,
+                            };
+                            connection(l, slot, addr).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "accepted socket lost"),
+                    }
+                });
             }
             // EMFILE and friends: log, pause, go on; never end the server over it.
             Err(e) => {
