@@ -201,11 +201,25 @@ thread_local! {
     static POOL: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// How many worker pools each client has: one per core, and the server runs as many
-/// worker threads, each pinned to its own (`use_pool`).
+/// How many worker pools each client has: one per core (as the container's CPU quota
+/// allows), or `TOKIO_WORKER_THREADS` when that is a positive number (the variable tokio's
+/// own runtime reads, so one knob sizes both); the server runs as many worker threads, each
+/// pinned to its own (`use_pool`).
 pub fn worker_pools() -> usize {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    static WORKERS: OnceLock<usize> = OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        workers_of(std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(), cores)
+    })
+}
+
+/// The worker count for a `TOKIO_WORKER_THREADS` value: it when a positive number (at
+/// most 1024), else `cores`.
+fn workers_of(variable: Option<&str>, cores: usize) -> usize {
+    variable
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=1024).contains(n))
+        .unwrap_or(cores)
 }
 
 /// Pins the calling thread to worker pool `worker` of every client (below
@@ -251,6 +265,16 @@ fn root_cause(e: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_count_follows_tokio_worker_threads_else_the_cores() {
+        assert_eq!(workers_of(None, 4), 4);
+        assert_eq!(workers_of(Some("1"), 4), 1);
+        assert_eq!(workers_of(Some(" 3 "), 4), 3);
+        for bad in ["0", "-1", "two", "", "100000"] {
+            assert_eq!(workers_of(Some(bad), 2), 2, "{bad:?}");
+        }
+    }
 
     fn pool_of(client: &HttpClient, worker: Option<usize>) -> usize {
         let client = client.clone();
