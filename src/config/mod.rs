@@ -332,7 +332,7 @@ client_secret = "s3cret"
         assert!(c.routes.is_empty() && c.frontend.is_none() && c.tls.is_none());
         assert_eq!(c.server.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.server.max_connections, 10_000);
-        assert_eq!(c.session.cache_entries, 1024);
+        assert_eq!(c.session.cache_entries, 4096);
     }
 
     #[test]
