@@ -218,16 +218,16 @@ impl Profile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const LIMITS: Limits = Limits {
+    pub(crate) const LIMITS: Limits = Limits {
         absolute: 12 * 3600,
         idle: 3600,
         refresh_skew: 60,
     };
-    const T0: u64 = 1_800_000_000;
+    pub(crate) const T0: u64 = 1_800_000_000;
 
     pub(crate) fn session(now: u64) -> Session {
         Session {

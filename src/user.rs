@@ -145,13 +145,7 @@ fn write_profile(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        absolute: 12 * 3600,
-        idle: 3600,
-        refresh_skew: 60,
-    };
-    const T0: u64 = 1_800_000_000;
+    use crate::session::tests::{LIMITS, T0};
 
     fn session(refresh_token: Option<&str>, access_expires_at: Option<u64>) -> Session {
         Session {

@@ -15,7 +15,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,21 +27,13 @@ use hyper::{Request, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use common::{Instance, exchange_lossy, head_and_body, metric, now, status_code, wait_until};
-use sealgate::config::SameSite;
-use sealgate::cookies::RequestCookies;
-use sealgate::jar::{self, Cookies};
-use sealgate::jws::{EdKey, jwk_thumbprint};
-use sealgate::keys::{KeyRing, ModePolicy};
-use sealgate::session::{Limits, Session};
-
-const LIMITS: Limits = Limits {
-    absolute: 12 * 3600,
-    idle: 3600,
-    refresh_skew: 60,
+use common::{
+    Instance, exchange_lossy, head_and_body, metric, now, sealed_cookie, start_serving, status_code,
 };
-const HIT: &str = "sealgate_session_cache_total{result=\"hit\"}";
-const MISS: &str = "sealgate_session_cache_total{result=\"miss\"}";
+use sealgate::jws::{EdKey, jwk_thumbprint};
+use sealgate::session::Session;
+
+const HIT: &str = common::CACHE_HIT;
 
 /// What the resource server has seen.
 #[derive(Default)]
@@ -194,46 +185,29 @@ fn verify(
 
 /// sealgate with `/api/` routed (prefix stripped) to the resource server's `/v1/`.
 fn start(rs: u16) -> Instance {
-    let extra = format!(
+    start_serving(&format!(
         "[cookies]\nsecure = false\n\
          [[routes]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:{rs}/v1/\"\nstrip_prefix = true\n"
-    );
-    let run = Instance::start(&extra);
-    let port = run.port;
-    wait_until("metrics", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok() && metric(port, MISS) == 0
-    });
-    run
+    ))
 }
 
 /// A session sealed under the folder's ring, with `key` as its proof key (or Bearer).
 fn cookie(dir: &Path, token: &str, key: Option<&EdKey>) -> String {
     let now = now();
-    let session = Session {
-        id: sealgate::session::random_id().unwrap(),
-        access_token: token.into(),
-        access_expires_at: Some(now + 3600),
-        refresh_token: None,
-        sub: "alice".into(),
-        sid: None,
-        created_at: now,
-        last_seen: now,
-        dpop_key: key.map(|k| URL_SAFE_NO_PAD.encode(k.seed()).as_str().into()),
-    };
-    let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
-    let set = jar::write_session(
-        &RequestCookies::default(),
-        &ring,
-        &Cookies::new(false, SameSite::Lax, 4),
-        &LIMITS,
-        now,
-        &session,
+    sealed_cookie(
+        dir,
+        &Session {
+            id: sealgate::session::random_id().unwrap(),
+            access_token: token.into(),
+            access_expires_at: Some(now + 3600),
+            refresh_token: None,
+            sub: "alice".into(),
+            sid: None,
+            created_at: now,
+            last_seen: now,
+            dpop_key: key.map(EdKey::sealed_seed),
+        },
     )
-    .unwrap();
-    set.iter()
-        .map(|h| h.split(';').next().unwrap())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 struct Answer {

@@ -18,22 +18,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    Instance, exchange_lossy, head_and_body, keygen, metric, now, status_code, upstream, wait_until,
+    Instance, exchange_lossy, head_and_body, keygen, metric, now, sealed_cookie, start_serving,
+    status_code, upstream, wait_until,
 };
-use sealgate::config::SameSite;
-use sealgate::cookies::RequestCookies;
-use sealgate::jar::{self, Cookies};
-use sealgate::keys::{KeyRing, ModePolicy};
-use sealgate::session::{Limits, Session};
+use sealgate::session::Session;
 
-/// The configuration's defaults: absolute 12h, idle 1h (touch step 300 s), skew 60 s.
-const LIMITS: Limits = Limits {
-    absolute: 12 * 3600,
-    idle: 3600,
-    refresh_skew: 60,
-};
-const HIT: &str = "sealgate_session_cache_total{result=\"hit\"}";
-const MISS: &str = "sealgate_session_cache_total{result=\"miss\"}";
+/// The configuration's defaults (`common::LIMITS`): absolute 12h, idle 1h (touch step
+/// 300 s), skew 60 s.
+const HIT: &str = common::CACHE_HIT;
+const MISS: &str = common::CACHE_MISS;
 const RELOAD_OK: &str = "sealgate_key_reloads_total{outcome=\"ok\"}";
 
 /// An upstream that answers every request with the `Authorization` value it received.
@@ -81,21 +74,7 @@ fn call(port: u16, path: &str, cookie: &str) -> Answer {
 
 /// The session cookie header for `session`, sealed with the folder's ring as it is now.
 fn seal(dir: &Path, session: &Session) -> String {
-    let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).unwrap();
-    let cookies = Cookies::new(false, SameSite::Lax, 4);
-    let set = jar::write_session(
-        &RequestCookies::default(),
-        &ring,
-        &cookies,
-        &LIMITS,
-        now(),
-        session,
-    )
-    .unwrap();
-    set.iter()
-        .map(|h| h.split(';').next().unwrap())
-        .collect::<Vec<_>>()
-        .join("; ")
+    sealed_cookie(dir, session)
 }
 
 /// A session with a 3 KB access token (two cookie chunks), valid for an hour.
@@ -137,16 +116,10 @@ fn tamper(cookie: &str, name: &str) -> String {
 
 fn start(session_toml: &str) -> Instance {
     let up = echo_upstream();
-    let extra = format!(
+    start_serving(&format!(
         "[cookies]\nsecure = false\n[session]\n{session_toml}\n\
          [[routes]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:{up}\"\n"
-    );
-    let run = Instance::start(&extra);
-    let port = run.port;
-    wait_until("healthz", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok() && metric(port, MISS) == 0
-    });
-    run
+    ))
 }
 
 #[test]

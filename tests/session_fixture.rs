@@ -14,12 +14,15 @@
     reason = "test code: a failure aborts the test with its message"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
+use common::cookie_header;
 use sealgate::config::SameSite;
 use sealgate::cookies::RequestCookies;
 use sealgate::jar::{self, Cookies};
@@ -48,14 +51,6 @@ fn spec() -> Cookies {
     // secure = false: the fixtures' names carry no __Host- prefix; the prefix is a name
     // choice made at read time from the configuration, not part of the sealed format.
     Cookies::new(false, SameSite::Lax, 4)
-}
-
-/// The `Cookie` header a browser would send for these `Set-Cookie` values.
-fn cookie_header(set: &[String]) -> String {
-    set.iter()
-        .map(|h| h.split(';').next().unwrap().to_owned())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[test]

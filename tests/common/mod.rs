@@ -254,3 +254,55 @@ pub fn openssl(args: &[&str], dir: &Path) {
         .expect("openssl");
     assert!(status.success(), "openssl {args:?}");
 }
+
+// ---- sealed sessions, as the tests that talk to the session cache make them -------------
+
+/// The session limits those tests seal with (12 h absolute, 1 h idle, 60 s skew).
+pub const LIMITS: sealgate::session::Limits = sealgate::session::Limits {
+    absolute: 12 * 3600,
+    idle: 3600,
+    refresh_skew: 60,
+};
+/// The session cache's counters.
+pub const CACHE_HIT: &str = "sealgate_session_cache_total{result=\"hit\"}";
+pub const CACHE_MISS: &str = "sealgate_session_cache_total{result=\"miss\"}";
+
+/// The `Cookie` header a browser sends back for these `Set-Cookie` values.
+pub fn cookie_header(set: &[String]) -> String {
+    set.iter()
+        .map(|h| h.split(';').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The session cookie header for `session`, sealed (`LIMITS`, `secure = false`) with the
+/// folder's ring as it is now.
+pub fn sealed_cookie(dir: &Path, session: &sealgate::session::Session) -> String {
+    use sealgate::config::SameSite;
+    use sealgate::cookies::RequestCookies;
+    use sealgate::jar::{self, Cookies};
+    use sealgate::keys::{KeyRing, ModePolicy};
+
+    let ring = KeyRing::load_dir(dir, ModePolicy::OwnerOnly).expect("the key folder loads");
+    let set = jar::write_session(
+        &RequestCookies::default(),
+        &ring,
+        &Cookies::new(false, SameSite::Lax, 4),
+        &LIMITS,
+        now(),
+        session,
+    )
+    .expect("the session seals");
+    cookie_header(&set)
+}
+
+/// sealgate with `extra` configuration, once it accepts connections and serves its metrics
+/// (the session cache's counters at 0).
+pub fn start_serving(extra: &str) -> Instance {
+    let run = Instance::start(extra);
+    let port = run.port;
+    wait_until("metrics", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && metric(port, CACHE_MISS) == 0
+    });
+    run
+}
