@@ -5,6 +5,8 @@
 //! And the DPoP proof a DPoP-bound session signs per proxied call, with each proof key
 //! algorithm (`proof/ES256`, `proof/EdDSA`), and what opening a sealed proof key costs.
 //!
+//! And a whole session cookie opened as a cache miss does (`session/open_3k`).
+//!
 //! Run: `cargo bench --bench seal` (see README "Benchmarks").
 
 #![allow(
@@ -138,5 +140,62 @@ fn proof(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, proof);
+/// What a proxied call pays when the session cache does not hold its cookie: the `Cookie`
+/// header parsed, the chunks joined and opened, the session payload decoded and checked, and
+/// its `Authorization` value made (a 3,000-byte access token, as Entra ID and Cognito issue).
+fn session(c: &mut Criterion) {
+    use sealgate::config::SameSite as Site;
+    use sealgate::dpop::Credential;
+    use sealgate::jar::{self, Cookies};
+    use sealgate::session::{Limits, Session};
+
+    let ring = ring();
+    let cookies = Cookies::new(true, Site::Lax, 4);
+    let limits = Limits {
+        absolute: 12 * 3600,
+        idle: 3600,
+        refresh_skew: 60,
+    };
+    let session = Session {
+        id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+        access_token: "a".repeat(3000).as_str().into(),
+        access_expires_at: Some(NOW + 300),
+        refresh_token: Some("r".repeat(200).as_str().into()),
+        sub: "248289761001".into(),
+        sid: Some("08a5019c-17e1-4977-8f42-65a12843ea02".into()),
+        created_at: NOW,
+        last_seen: NOW,
+        dpop_key: None,
+    };
+    let headers = jar::write_session(
+        &RequestCookies::default(),
+        &ring,
+        &cookies,
+        &limits,
+        NOW,
+        &session,
+    )
+    .unwrap();
+    let header = headers
+        .iter()
+        .map(|h| h.split(';').next().unwrap())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut group = c.benchmark_group("session");
+    group.bench_function("open_3k", |b| {
+        b.iter(|| {
+            let jar = RequestCookies::parse([black_box(header.as_str())]);
+            let loaded = jar::load(&jar, &ring, &cookies, &limits, NOW).unwrap();
+            let s = &loaded.session;
+            Credential::of(&s.access_token, s.dpop_key.as_ref()).unwrap()
+        })
+    });
+    group.bench_function("decode_3k", |b| {
+        let bytes = session.to_bytes().unwrap();
+        b.iter(|| Session::from_bytes(black_box(&bytes)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, proof, session);
 criterion_main!(benches);

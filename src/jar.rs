@@ -313,7 +313,7 @@ pub fn write_failure(e: WriteError) -> Error {
     }
 }
 
-fn encode_failure(e: serde_json::Error) -> WriteError {
+fn encode_failure(e: crate::session::EncodeError) -> WriteError {
     WriteError::Encode(e.to_string())
 }
 

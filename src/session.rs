@@ -7,9 +7,15 @@
 //! carries only what it needs: the `Session` (tokens and timers) rides on `Path=/`; the
 //! `Profile` (claims for `/bff/user`, the ID token for logout) only on `/bff/`. Both carry
 //! the same random session id, so a profile never pairs with another login's session.
+//!
+//! The session payload is read on every API call the session cache does not answer, so it
+//! has a compact binary layout (format 2, below); format 1, the JSON object of earlier
+//! releases, still opens, so an upgrade logs no one out. The profile stays JSON: its claims
+//! are JSON, and only `/bff/*` reads it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use crate::secret::SecretString;
 
@@ -109,8 +115,76 @@ pub struct Profile {
 /// A payload that does not decode. Only possible for a value we sealed ourselves, e.g.
 /// written by a newer version with an incompatible change: treated as "no session".
 #[derive(Debug, thiserror::Error)]
-#[error("session payload does not decode: {0}")]
-pub struct DecodeError(#[from] serde_json::Error);
+pub enum DecodeError {
+    /// A format-1 (JSON) payload, or a profile, that is not what this code writes.
+    #[error("session payload does not decode: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A format-2 payload that is truncated, too long, or has fields this code does not know.
+    #[error("session payload does not decode: malformed binary layout")]
+    Binary,
+}
+
+/// A payload that cannot be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("profile does not encode: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field longer than the layout's 16-bit length (far beyond what a cookie can carry).
+    #[error("session field of {0} bytes exceeds 65535")]
+    TooLong(usize),
+}
+
+// The session payload, format 2 (all integers big-endian):
+//
+//   format[1] = 2 | flags[1] | created_at[8] | last_seen[8] | access_expires_at[8]?
+//   | id | sub | access_token | refresh_token? | sid? | dpop_key?
+//
+// each string being `len[2] | UTF-8 bytes`, and `?` a field present exactly when its flag
+// bit is set. Format 1 is a JSON object, so its first byte is `{`: the first byte tells the
+// two apart. Unknown flag bits, a truncated field or trailing bytes are refused, never
+// guessed at.
+const FORMAT_BINARY: u8 = 2;
+const HAS_EXPIRY: u8 = 1;
+const HAS_REFRESH: u8 = 1 << 1;
+const HAS_SID: u8 = 1 << 2;
+const HAS_DPOP: u8 = 1 << 3;
+const KNOWN_FLAGS: u8 = HAS_EXPIRY | HAS_REFRESH | HAS_SID | HAS_DPOP;
+
+/// Appends `len[2] | bytes`.
+fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EncodeError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| EncodeError::TooLong(bytes.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Reads a format-2 payload front to back; every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let (head, rest) = self.0.split_at_checked(n).ok_or(DecodeError::Binary)?;
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        self.take(N)?.try_into().map_err(|_| DecodeError::Binary)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let len = usize::from(u16::from_be_bytes(self.array()?));
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Binary)
+    }
+
+    fn secret(&mut self) -> Result<SecretString, DecodeError> {
+        self.str().map(SecretString::from)
+    }
+}
 
 /// A new random session id: 128 bits, base64url.
 pub fn random_id() -> Result<String, getrandom::Error> {
@@ -192,18 +266,91 @@ impl Session {
             .min(access)
     }
 
-    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+    /// The payload in format 2, in a buffer sized once (no reallocation leaves a copy of
+    /// a token behind) and zeroized when dropped.
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
+        let strings = [
+            Some(self.id.as_bytes()),
+            Some(self.sub.as_bytes()),
+            Some(self.access_token.expose().as_bytes()),
+            self.refresh_token.as_ref().map(|t| t.expose().as_bytes()),
+            self.sid.as_ref().map(|s| s.as_bytes()),
+            self.dpop_key.as_ref().map(|k| k.expose().as_bytes()),
+        ];
+        let len = 2 + 8 * 3 + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>();
+        let mut out = Zeroizing::new(Vec::with_capacity(len));
+        let mut flags = 0;
+        for (present, bit) in [
+            (self.access_expires_at.is_some(), HAS_EXPIRY),
+            (self.refresh_token.is_some(), HAS_REFRESH),
+            (self.sid.is_some(), HAS_SID),
+            (self.dpop_key.is_some(), HAS_DPOP),
+        ] {
+            if present {
+                flags |= bit;
+            }
+        }
+        out.extend_from_slice(&[FORMAT_BINARY, flags]);
+        out.extend_from_slice(&self.created_at.to_be_bytes());
+        out.extend_from_slice(&self.last_seen.to_be_bytes());
+        if let Some(exp) = self.access_expires_at {
+            out.extend_from_slice(&exp.to_be_bytes());
+        }
+        for field in strings.into_iter().flatten() {
+            put(&mut out, field)?;
+        }
+        Ok(out)
     }
 
+    /// Decodes a payload of either format: 2 (binary) as written today, 1 (JSON) as
+    /// written by releases before it.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(serde_json::from_slice(bytes)?)
+        match bytes.first() {
+            Some(&FORMAT_BINARY) => Self::from_binary(bytes.get(1..).unwrap_or_default()),
+            Some(b'{') => Ok(serde_json::from_slice(bytes)?),
+            _ => Err(DecodeError::Binary),
+        }
+    }
+
+    fn from_binary(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        let [flags] = r.array()?;
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(DecodeError::Binary);
+        }
+        let has = |bit: u8| flags & bit != 0;
+        let created_at = r.u64()?;
+        let last_seen = r.u64()?;
+        let access_expires_at = has(HAS_EXPIRY).then(|| r.u64()).transpose()?;
+        let id = r.str()?.to_owned();
+        let sub = r.str()?.to_owned();
+        let access_token = r.secret()?;
+        let refresh_token = has(HAS_REFRESH).then(|| r.secret()).transpose()?;
+        let sid = has(HAS_SID)
+            .then(|| r.str().map(str::to_owned))
+            .transpose()?;
+        let dpop_key = has(HAS_DPOP).then(|| r.secret()).transpose()?;
+        if !r.0.is_empty() {
+            return Err(DecodeError::Binary);
+        }
+        Ok(Session {
+            id,
+            access_token,
+            access_expires_at,
+            refresh_token,
+            sub,
+            sid,
+            created_at,
+            last_seen,
+            dpop_key,
+        })
     }
 }
 
 impl Profile {
-    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+    /// The payload (JSON), zeroized when dropped: it holds the ID token.
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
+        Ok(Zeroizing::new(serde_json::to_vec(self)?))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -325,22 +472,99 @@ pub(crate) mod tests {
         assert_ne!(a, random_id().unwrap());
     }
 
+    fn full(now: u64) -> Session {
+        Session {
+            dpop_key: Some("k".repeat(97).as_str().into()),
+            ..session(now)
+        }
+    }
+
+    fn same(a: &Session, b: &Session) -> bool {
+        let secret = |t: &Option<SecretString>| t.as_ref().map(|t| t.expose().to_owned());
+        a.id == b.id
+            && a.access_token.expose() == b.access_token.expose()
+            && a.access_expires_at == b.access_expires_at
+            && secret(&a.refresh_token) == secret(&b.refresh_token)
+            && a.sub == b.sub
+            && a.sid == b.sid
+            && a.created_at == b.created_at
+            && a.last_seen == b.last_seen
+            && secret(&a.dpop_key) == secret(&b.dpop_key)
+    }
+
+    #[test]
+    fn writes_the_binary_format_and_still_reads_the_json_one() {
+        let s = full(T0);
+        let binary = s.to_bytes().unwrap();
+        assert_eq!(binary.first(), Some(&FORMAT_BINARY));
+        assert!(same(&Session::from_bytes(&binary).unwrap(), &s));
+        // Format 1, as releases before format 2 sealed it.
+        let json = serde_json::to_vec(&s).unwrap();
+        assert_eq!(json.first(), Some(&b'{'));
+        assert!(same(&Session::from_bytes(&json).unwrap(), &s));
+        assert!(
+            binary.len() < json.len(),
+            "{} vs {}",
+            binary.len(),
+            json.len()
+        );
+        let bare = Session {
+            access_expires_at: None,
+            refresh_token: None,
+            sid: None,
+            ..session(T0)
+        };
+        assert!(same(
+            &Session::from_bytes(&bare.to_bytes().unwrap()).unwrap(),
+            &bare
+        ));
+    }
+
+    #[test]
+    fn refuses_a_binary_payload_cut_short_extended_or_with_unknown_fields() {
+        let bytes = full(T0).to_bytes().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(Session::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(Session::from_bytes(&longer).is_err(), "trailing byte");
+        let mut unknown = bytes.to_vec();
+        unknown[1] |= 1 << 4;
+        assert!(Session::from_bytes(&unknown).is_err(), "unknown flag");
+        let mut other = bytes.to_vec();
+        other[0] = 3;
+        assert!(Session::from_bytes(&other).is_err(), "unknown format");
+    }
+
+    #[test]
+    fn refuses_to_encode_a_field_beyond_the_layout() {
+        let mut s = session(T0);
+        s.access_token = "a".repeat(70_000).as_str().into();
+        assert!(matches!(s.to_bytes(), Err(EncodeError::TooLong(70_000))));
+    }
+
     proptest! {
         #[test]
-        fn session_round_trips(at in "[A-Za-z0-9._-]{0,2000}", rt in proptest::option::of("[ -~]{0,200}"),
-                               exp in proptest::option::of(any::<u64>()), created in any::<u64>(),
-                               sub in "\\PC{0,50}") {
+        fn any_session_round_trips_in_either_format(
+            id in "[A-Za-z0-9_-]{0,30}", at in "\\PC{0,3000}", rt in proptest::option::of("\\PC{0,300}"),
+            exp in proptest::option::of(any::<u64>()), sub in "\\PC{0,80}", sid in proptest::option::of("\\PC{0,60}"),
+            created in any::<u64>(), seen in any::<u64>(), key in proptest::option::of("[A-Za-z0-9_-]{43,130}"),
+        ) {
             let s = Session {
-                id: "x".into(), access_token: at.as_str().into(), access_expires_at: exp,
-                refresh_token: rt.as_deref().map(SecretString::from), sub: sub.clone(), sid: None,
-                created_at: created, last_seen: created, dpop_key: None,
+                id, access_token: at.as_str().into(), access_expires_at: exp,
+                refresh_token: rt.as_deref().map(SecretString::from), sub, sid,
+                created_at: created, last_seen: seen, dpop_key: key.as_deref().map(SecretString::from),
             };
-            let back = Session::from_bytes(&s.to_bytes().unwrap()).unwrap();
-            prop_assert_eq!(back.access_token.expose(), at.as_str());
-            prop_assert_eq!(back.refresh_token.as_ref().map(|t| t.expose().to_owned()), rt);
-            prop_assert_eq!(back.access_expires_at, exp);
-            prop_assert_eq!(back.sub, sub);
-            prop_assert_eq!(back.created_at, created);
+            prop_assert!(same(&Session::from_bytes(&s.to_bytes().unwrap()).unwrap(), &s));
+            prop_assert!(same(&Session::from_bytes(&serde_json::to_vec(&s).unwrap()).unwrap(), &s));
+        }
+
+        #[test]
+        fn arbitrary_binary_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut payload = vec![FORMAT_BINARY];
+            payload.extend(bytes);
+            let _ = Session::from_bytes(&payload);
         }
 
         #[test]

@@ -4,8 +4,9 @@
 //! fixture ever committed with today's code, checking each field.
 //!
 //! A new fixture: `cargo test --test session_fixture -- --ignored --exact write_fixture`
-//! writes `tests/fixtures/sessions-<date>.json` with today's code (a test-only key; the
-//! cookies' sealed expiry is a year after `now`, and `now` is stored with them).
+//! writes `tests/fixtures/sessions-<date>.json` (or `-2`, ... after a committed one of that
+//! day) with today's code (a test-only key; the cookies' sealed expiry is a year after
+//! `now`, and `now` is stored with them).
 
 #![allow(
     clippy::unwrap_used,
@@ -56,6 +57,7 @@ fn spec() -> Cookies {
 #[test]
 fn opens_every_committed_fixture_with_todays_code() {
     let mut seen = 0;
+    let mut formats = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -71,6 +73,8 @@ fn opens_every_committed_fixture_with_todays_code() {
             let jar = RequestCookies::parse([header]);
             let loaded = jar::load(&jar, &ring, &spec(), &LIMITS, now)
                 .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            let opened = spec().session.open(&jar, &ring, now).unwrap();
+            formats.insert(opened.payload().first().copied());
             let s = &loaded.session;
             let want = &case["session"];
             assert_eq!(s.id, want["id"].as_str().unwrap(), "{what}");
@@ -111,6 +115,12 @@ fn opens_every_committed_fixture_with_todays_code() {
         seen += 1;
     }
     assert!(seen >= 1, "no fixture found in {}", fixtures().display());
+    // Both session payload formats are among them: 1 (JSON, `{`) and 2 (binary).
+    assert_eq!(
+        formats,
+        [Some(2), Some(b'{')].into(),
+        "payload formats seen"
+    );
 }
 
 #[test]
@@ -205,7 +215,15 @@ fn write_fixture() {
         .unwrap()
         .stdout;
     let date = String::from_utf8(date).unwrap();
-    let out = fixtures().join(format!("sessions-{}.json", date.trim()));
+    // Never over a committed fixture: a second format change on one day gets `-2`, ...
+    let out = (1..)
+        .map(|n| match n {
+            1 => format!("sessions-{}.json", date.trim()),
+            n => format!("sessions-{}-{n}.json", date.trim()),
+        })
+        .map(|name| fixtures().join(name))
+        .find(|path| !path.exists())
+        .unwrap();
     let doc = json!({
         "about": "cookies sealed by this release's code, with a test-only key; opened by tests/session_fixture.rs",
         "now": now, "key": fixture_key, "sessions": sessions,
