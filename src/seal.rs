@@ -6,8 +6,7 @@
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64_simd::{AsOut, URL_SAFE_NO_PAD as BASE64};
 use chacha20poly1305::{AeadInOut, Tag, XNonce};
 use zeroize::Zeroizing;
 
@@ -151,7 +150,7 @@ pub fn seal(
         .encrypt_inout_detached(&XNonce::from(nonce), &aad, body.into())
         .map_err(|_| SealError::Encrypt)?;
     buf.extend_from_slice(&tag);
-    Ok(URL_SAFE_NO_PAD.encode(buf.as_slice()))
+    Ok(BASE64.encode_to_string(buf.as_slice()))
 }
 
 /// Opens a value sealed by `seal` for `purpose`, refusing it if `now` is at or past its
@@ -160,11 +159,16 @@ pub fn open(ring: &KeyRing, purpose: &str, now: u64, sealed: &str) -> Result<Ope
     if sealed.len() > MAX_SEALED_LEN {
         return Err(OpenError::Invalid);
     }
-    let mut buf = Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(sealed.as_bytes())
-            .map_err(|_| OpenError::Invalid)?,
-    );
+    // Strict base64url without padding (non-zero trailing bits refused: one value, one
+    // spelling), decoded with SIMD straight into a buffer of the exact size, zeroized after.
+    let input = sealed.as_bytes();
+    let len = BASE64
+        .decoded_length(input)
+        .map_err(|_| OpenError::Invalid)?;
+    let mut buf = Zeroizing::new(vec![0u8; len]);
+    BASE64
+        .decode(input, buf.as_mut_slice().as_out())
+        .map_err(|_| OpenError::Invalid)?;
     let (&version, rest) = buf.split_first().ok_or(OpenError::Invalid)?;
     if version != VERSION {
         return Err(OpenError::Invalid);
@@ -235,6 +239,8 @@ pub const fn sealed_len(kid_len: usize, payload_len: usize) -> usize {
 mod tests {
     use super::*;
     use crate::keys::MasterKey;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use proptest::prelude::*;
 
     pub(crate) fn ring(kids: &[(&str, u8)], primary: &str) -> KeyRing {
@@ -369,7 +375,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refuses_a_second_spelling_of_the_same_bytes() {
+        // "AA" and "AB" would both decode to one zero byte if trailing bits were ignored.
+        assert_eq!(BASE64.decode_to_vec("AA").unwrap(), [0]);
+        assert!(BASE64.decode_to_vec("AB").is_err());
+        assert!(BASE64.decode_to_vec("AAA=").is_err(), "padding");
+        let ring = ring(&[("k1", 1)], "k1");
+        let sealed = seal(&ring, "__Host-s", NOW + 60, b"x").unwrap();
+        // 53 sealed bytes: the last of their 71 characters carries 2 unused bits.
+        let last = sealed.chars().last().unwrap();
+        let index = BASE64
+            .charset()
+            .iter()
+            .position(|&c| char::from(c) == last)
+            .unwrap();
+        let twin = char::from(BASE64.charset()[index ^ 1]);
+        let other = format!("{}{twin}", &sealed[..sealed.len() - 1]);
+        assert!(open(&ring, "__Host-s", NOW, &other).is_err());
+    }
+
     proptest! {
+        /// The SIMD codec reads and writes exactly what the `base64` crate's strict
+        /// URL-safe, unpadded engine does (the one the rest of the crate uses): the same
+        /// bytes from the same strings, the same strings refused (padding, other alphabets,
+        /// non-zero trailing bits).
+        #[test]
+        fn simd_base64_agrees_with_the_reference_codec(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            text in "[A-Za-z0-9_=+/ -]{0,80}",
+        ) {
+            let encoded = BASE64.encode_to_string(&bytes);
+            prop_assert_eq!(&encoded, &URL_SAFE_NO_PAD.encode(&bytes));
+            for s in [encoded.as_str(), text.as_str()] {
+                prop_assert_eq!(BASE64.decode_to_vec(s).ok(), URL_SAFE_NO_PAD.decode(s).ok(), "{:?}", s);
+            }
+        }
+
         #[test]
         fn any_payload_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..2048),
                                    ttl in 1u64..1_000_000) {
