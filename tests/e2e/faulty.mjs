@@ -1,7 +1,7 @@
 // Faults injected at the real provider's token endpoint, for the refresh outage tests: an
 // oidc-provider (Koa) middleware, passed as startProvider({ middleware: [f.middleware] }).
 //
-//   const f = tokenFaults();
+//   const f = tokenFaults();          // or tokenFaults({ path: '/token/introspection' })
 //   f.mode = 'temporarily_unavailable';  // read at each request; undefined = the provider answers
 //   ... f.attempts counts every POST /token that reached the provider, faulted or not ...
 //
@@ -59,14 +59,30 @@ export const FAULTS = {
   },
   // The refresh token is dead: the only answer that ends a session.
   invalid_grant: { class: 'invalid_grant', answer: json(400, 'invalid_grant') },
+  // A 400 with an empty body, as Glewlwyd answers a dead refresh token and a refused client
+  // alike: transient unless the introspection endpoint says the token is inactive.
+  empty_400: { class: 'http_other', answer: (ctx) => { ctx.status = 400; ctx.body = ''; } },
+  // No answer at all, ever: the socket stays open (the caller's timeout is the only way out).
+  hang: {
+    class: 'timeout',
+    answer: (ctx) => {
+      ctx.respond = false;
+      hanging.add(ctx.req.socket);
+    },
+  },
 };
 
-export function tokenFaults() {
+// Sockets held open by `hang`, destroyed by `release()` so the provider can close.
+const hanging = new Set();
+export const release = () => { for (const s of hanging) s.destroy(); hanging.clear(); };
+
+// Faults at `path` (default the token endpoint; e.g. '/token/introspection').
+export function tokenFaults({ path = '/token' } = {}) {
   const f = {
     mode: undefined,
     attempts: 0,
     async middleware(ctx, next) {
-      if (ctx.method !== 'POST' || ctx.path !== '/token') return next();
+      if (ctx.method !== 'POST' || ctx.path !== path) return next();
       f.attempts++;
       if (f.mode === undefined) return next();
       const fault = FAULTS[f.mode];

@@ -194,6 +194,8 @@ export async function startProvider({
   // client may not use the refresh_token grant, so no refresh token is ever issued),
   // 'userinfo' (no userinfo_endpoint). Empty: every feature, as before.
   without = [],
+  // The introspection endpoint (RFC 7662), off unless asked for.
+  introspection = false,
 } = {}) {
   const lacks = new Set(without);
   for (const name of lacks) {
@@ -319,6 +321,7 @@ export async function startProvider({
       // Off unless asked for (`par: true`, offered but not required; the FAPI mode requires it).
       pushedAuthorizationRequests: { enabled: Boolean(par) },
       backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
+      introspection: { enabled: Boolean(introspection) },
       ...fapiConfig?.features,
       // The `iss` authorization response parameter (RFC 9207) is always on in oidc-provider 9
       // for non-JARM responses, and discovery always advertises
