@@ -207,6 +207,11 @@ fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
             bad_config(format!("routes[{n}].ca_file: {e}"))
         })?;
     }
+    // The store's private CA too.
+    if let Some(ca) = config.store.as_ref().and_then(|s| s.ca_file.as_ref()) {
+        sealgate::http_client::read_roots(ca)
+            .map_err(|e| bad_config(format!("store.ca_file: {e}")))?;
+    }
     // The private_key_jwt keys too: a missing or unusable file stops start-up naming it.
     sealgate::app::provider_settings(&config)
         .check_client_keys()

@@ -2,7 +2,8 @@
 //! revocations reach every instance by pub/sub and by resync, `jti` replays are refused
 //! across instances, the refresh lock is exclusive and only its owner renews or releases
 //! it, an outage loses no revocation, AOF keeps the records over a restart, and
-//! `sealgate sessions revoke` writes what every instance reads.
+//! `sealgate sessions revoke` writes what every instance reads; a TLS-only Redis whose
+//! certificate a private CA signed is used with `store.ca_file` and refused without it.
 //!
 //! Each test starts its own Redis on free loopback ports with its own `--dir` and stops it
 //! by PID. Without `redis-server`: fails when `CI` is set, else skips saying so.
@@ -139,6 +140,7 @@ fn settings(nodes: &[String], cluster: bool, resync: Duration) -> config::Store 
         prefix: "t:".into(),
         timeout: Duration::from_millis(250),
         resync,
+        ca_file: None,
     }
 }
 
@@ -556,5 +558,105 @@ fn serve_reports_the_store_and_logs_an_outage_once_each_way_never_the_password()
     assert!(
         !text.contains("hunter2pw"),
         "the password is never logged:\n{text}"
+    );
+}
+
+/// A TLS-only `redis-server` (`--port 0`) with the certificate `make_private_ca` made in
+/// `dir` for 127.0.0.1; up once its TLS port accepts connections.
+fn start_tls_redis(dir: &Path) -> Redis {
+    common::make_private_ca(dir);
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--save", "", "--tls-auth-clients", "no"])
+        .args(["--tls-cert-file", "leaf.pem", "--tls-key-file", "leaf.key"])
+        .args(["--tls-ca-cert-file", "ca.pem"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let redis = Redis {
+        child: Some(child),
+        port,
+        dir: dir.to_owned(),
+        args: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "TLS redis on {port} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_store_signed_by_a_private_ca_is_used_with_ca_file_and_refused_without() {
+    if !have_redis("a_tls_store_signed_by_a_private_ca") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = start_tls_redis(tmp.path());
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let trusted = |resync| {
+        let mut s = settings(std::slice::from_ref(&url), false, resync);
+        s.ca_file = Some(tmp.path().join("ca.pem"));
+        let s = Arc::new(Store::new(&s).unwrap());
+        tokio::spawn(s.clone().run());
+        s
+    };
+    // Under the webpki roots the private CA is unknown: never up, revocations only queued.
+    let untrusted = store(std::slice::from_ref(&url), false, NO_RESYNC);
+    let (a, b) = (trusted(NO_RESYNC), trusted(NO_RESYNC));
+    all_up(&[&a, &b]).await;
+    let t = now();
+    let d = a.revoke(Record::sub("dora", t, t + 600), t).await.unwrap();
+    assert_eq!(d, Delivery::Written, "written over TLS");
+    eventually("b hears of it over TLS", Duration::from_secs(2), || {
+        b.is_revoked("dora", None, t - 1, now())
+    })
+    .await;
+    assert!(!untrusted.is_up(), "up without trusting the CA");
+    let d = untrusted
+        .revoke(Record::sub("erin", t, t + 600), t)
+        .await
+        .unwrap();
+    assert_eq!(d, Delivery::Queued, "nothing written without the CA");
+    assert!(!untrusted.is_revoked("dora", None, t - 1, now()));
+}
+
+#[test]
+fn refuses_to_start_with_a_store_ca_file_that_is_not_pem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("not-a-ca.pem"), "not a certificate\n").unwrap();
+    let keys = dir.join("keys");
+    common::keygen(&keys);
+    let extra = format!(
+        "[store]\nurl = \"rediss://127.0.0.1:1\"\nca_file = \"{}\"\n",
+        dir.join("not-a-ca.pem").display()
+    );
+    let config = write_config(dir, free_port(), &keys, &extra);
+    let check = common::bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("store.ca_file") && stderr.contains("not-a-ca.pem"),
+        "{stderr}"
     );
 }

@@ -13,71 +13,7 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Server, bin, free_port, keygen, openssl, wait_until, write_config};
-
-/// `ca.pem` (a CA of its own, in no trust store) and `leaf.pem`/`leaf.key` it signed for
-/// 127.0.0.1.
-fn make_private_ca(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=sealgate test CA",
-            ][..],
-            &ec,
-            &["-addext", "basicConstraints=critical,CA:TRUE"],
-            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-            &["-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-        dir,
-    );
-    openssl(
-        &[
-            &["req", "-subj", "/CN=upstream"][..],
-            &ec,
-            &["-keyout", "leaf.key", "-out", "leaf.csr"],
-        ]
-        .concat(),
-        dir,
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "leaf.pem",
-        ],
-        dir,
-    );
-}
+use common::{Server, bin, free_port, keygen, make_private_ca, wait_until, write_config};
 
 /// An https upstream on 127.0.0.1 answering every request 200 "upstream ok", served by a
 /// runtime of its own until the returned runtime is dropped.

@@ -3,6 +3,7 @@
 //! The URL may carry a password, so it is a `SecretString` throughout, and no message
 //! here ever repeats it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -28,6 +29,9 @@ pub struct Store {
     pub timeout: Duration,
     /// How often the revocations are read in full (besides after every (re)subscribe).
     pub resync: Duration,
+    /// A PEM file of the CA(s) that sign the store's TLS certificates (`rediss://`), trusted
+    /// instead of the webpki roots: a managed Redis with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +41,7 @@ pub(super) struct RawStore {
     prefix: Option<String>,
     timeout: Option<String>,
     resync: Option<String>,
+    ca_file: Option<String>,
 }
 
 impl RawStore {
@@ -61,6 +66,23 @@ impl RawStore {
         if resync.is_some_and(|d| d < Duration::from_secs(1)) {
             v.push("store.resync", "must be at least 1s");
         }
+        let ca_file = match self.ca_file {
+            Some(f) if f.is_empty() => {
+                v.push("store.ca_file", "must name a PEM file");
+                None
+            }
+            Some(f) => Some(PathBuf::from(f)),
+            None => None,
+        };
+        let tls = nodes
+            .as_ref()
+            .is_some_and(|(n, _)| n.iter().all(|u| u.expose().starts_with("rediss://")));
+        if ca_file.is_some() && nodes.is_some() && !tls {
+            v.push(
+                "store.ca_file",
+                "needs a TLS store URL (rediss:// or rediss+cluster://)",
+            );
+        }
         let (nodes, cluster) = nodes?;
         Some(Store {
             nodes,
@@ -68,6 +90,7 @@ impl RawStore {
             prefix,
             timeout: timeout?,
             resync: resync?,
+            ca_file,
         })
     }
 }
@@ -232,6 +255,38 @@ mod tests {
         assert_eq!(err, ["store.url", "store.prefix"]);
         let err = load("[store]\nurl = \"redis://h:1\"\nurll = \"x\"\n", &[]).unwrap_err();
         assert_eq!(err, ["store.urll"]);
+    }
+
+    #[test]
+    fn ca_file_is_for_tls_store_urls_only() {
+        let c = load(
+            "[store]\nurl = \"rediss://h:6380\"\nca_file = \"/etc/ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.store.unwrap().ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        let env = [
+            ("SEALGATE_STORE__URL", "rediss+cluster://a:7000,b:7001"),
+            ("SEALGATE_STORE__CA_FILE", "ca.pem"),
+        ];
+        assert!(load("", &env).unwrap().store.unwrap().ca_file.is_some());
+        assert!(
+            load("[store]\nurl = \"rediss://h:1\"\n", &[])
+                .unwrap()
+                .store
+                .unwrap()
+                .ca_file
+                .is_none()
+        );
+        for url in ["redis://h:6379", "redis+cluster://a:7000,b:7001"] {
+            let err = load(
+                &format!("[store]\nurl = \"{url}\"\nca_file = \"ca.pem\"\n"),
+                &[],
+            );
+            assert_eq!(err.unwrap_err(), ["store.ca_file"], "{url}");
+        }
+        let err = load("[store]\nurl = \"rediss://h:1\"\nca_file = \"\"\n", &[]);
+        assert_eq!(err.unwrap_err(), ["store.ca_file"]);
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl ConnectionLike for Conn {
 pub(super) struct Backend {
     /// Seed nodes (one for standalone): the pub/sub connection goes to one after another.
     nodes: Vec<SecretString>,
+    /// The store's private CA (PEM), when `store.ca_file` names one.
+    ca: Option<Vec<u8>>,
     /// Set for a cluster, whose command connection is made by `run`.
     cluster: Option<ClusterClient>,
     conn: RwLock<Option<Conn>>,
@@ -91,9 +93,21 @@ pub(super) struct Backend {
 
 impl Backend {
     pub(super) fn new(c: &config::Store) -> Result<Backend, StoreError> {
+        // Read (and checked) at start-up already (`main`'s `load`); read again here so that a
+        // `Store` made in a test from its settings alone trusts the same CA.
+        let ca = match &c.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                StoreError::Unavailable(format!("store.ca_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         let (cluster, conn) = if c.cluster {
             let nodes: Vec<&str> = c.nodes.iter().map(SecretString::expose).collect();
-            let client = ClusterClient::builder(nodes)
+            let mut builder = ClusterClient::builder(nodes);
+            if let Some(pem) = &ca {
+                builder = builder.certs(certificates(pem));
+            }
+            let client = builder
                 .connection_timeout(connect_timeout(c.timeout))
                 .response_timeout(c.timeout)
                 .retries(1)
@@ -102,7 +116,7 @@ impl Backend {
             (Some(client), None)
         } else {
             let url = c.nodes.first().ok_or_else(|| gone("no node"))?;
-            let client = redis::Client::open(url.expose()).map_err(unavailable)?;
+            let client = client(url, ca.as_deref())?;
             let manager = ConnectionManager::new_lazy_with_config(
                 client,
                 ConnectionManagerConfig::new()
@@ -117,6 +131,7 @@ impl Backend {
         };
         Ok(Backend {
             nodes: c.nodes.clone(),
+            ca,
             cluster,
             conn: RwLock::new(conn),
             revoked: format!("{}revoked", c.prefix),
@@ -337,7 +352,7 @@ impl Backend {
         node: usize,
     ) -> Result<(PubSubSink, redis::aio::PubSubStream), StoreError> {
         let url = self.nodes.get(node).ok_or_else(|| gone("no node"))?;
-        let client = redis::Client::open(url.expose()).map_err(unavailable)?;
+        let client = client(url, self.ca.as_deref())?;
         let mut pubsub = bounded(connect_timeout(self.timeout), client.get_async_pubsub()).await?;
         bounded(self.timeout, pubsub.subscribe(&self.channel)).await?;
         Ok(pubsub.split())
@@ -378,6 +393,22 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Redis errors name the failure (refused, timed out, an error reply), never the URL.
+/// A client for one node: under the webpki roots, or with `ca` (PEM) trusted instead.
+fn client(url: &SecretString, ca: Option<&[u8]>) -> Result<redis::Client, StoreError> {
+    match ca {
+        None => redis::Client::open(url.expose()),
+        Some(pem) => redis::Client::build_with_tls(url.expose(), certificates(pem)),
+    }
+    .map_err(unavailable)
+}
+
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }

@@ -255,6 +255,70 @@ pub fn openssl(args: &[&str], dir: &Path) {
     assert!(status.success(), "openssl {args:?}");
 }
 
+/// `ca.pem` (a CA of its own, in no trust store) and `leaf.pem`/`leaf.key` it signed for
+/// 127.0.0.1 (made by `openssl`).
+pub fn make_private_ca(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sealgate test CA",
+            ][..],
+            &ec,
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+        dir,
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=upstream"][..],
+            &ec,
+            &["-keyout", "leaf.key", "-out", "leaf.csr"],
+        ]
+        .concat(),
+        dir,
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
+        dir,
+    );
+}
+
 // ---- sealed sessions, as the tests that talk to the session cache make them -------------
 
 /// The session limits those tests seal with (12 h absolute, 1 h idle, 60 s skew).
