@@ -93,6 +93,23 @@ pub mod fuzzing {
         let _ = spec.clear(&jar);
     }
 
+    /// A session payload (format 2, binary, or format 1, JSON) and a profile payload
+    /// through their decoders; a format-2 payload that decodes must be exactly what encoding
+    /// its session gives (one spelling per session: the decoder accepts nothing else).
+    pub fn session_payload(data: &[u8]) {
+        if let Ok(session) = crate::session::Session::from_bytes(data)
+            && data.first() == Some(&2)
+        {
+            let again = session.to_bytes().ok();
+            assert_eq!(
+                again.as_deref().map(Vec::as_slice),
+                Some(data),
+                "not canonical"
+            );
+        }
+        let _ = crate::session::Profile::from_bytes(data);
+    }
+
     /// A callback query and a `returnTo` through their parsers.
     pub fn callback_query(data: &[u8]) {
         let text = String::from_utf8_lossy(data);

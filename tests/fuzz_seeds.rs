@@ -21,13 +21,24 @@ fn committed_seeds_open() {
     assert_eq!(open("seed-two-chunks").unwrap(), vec![b'x'; 5000]);
     // A stale chunk 3 beside a one-chunk session is ignored, not glued on.
     assert!(open("seed-stale").is_ok());
+    // The session payload target starts from a payload of each format.
+    for seed in ["seed-binary", "seed-json"] {
+        let bytes = std::fs::read(format!("fuzz/corpus/session_payload/{seed}")).unwrap();
+        let session = Session::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (session.sub.as_str(), session.sid.as_deref()),
+            ("alice", Some("sid-1")),
+            "{seed}"
+        );
+    }
 }
 
 #[test]
 fn every_fuzz_target_runs_over_its_seeds() {
     type Target = fn(&[u8]);
-    let targets: [(&str, Target); 4] = [
+    let targets: [(&str, Target); 5] = [
         ("cookie_open", sealgate::fuzzing::cookie_header),
+        ("session_payload", sealgate::fuzzing::session_payload),
         ("callback_query", sealgate::fuzzing::callback_query),
         ("config", sealgate::fuzzing::config),
         ("proxy_headers", sealgate::fuzzing::proxy_headers),
