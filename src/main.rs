@@ -183,6 +183,14 @@ fn read_config(config: Option<PathBuf>) -> Result<(Config, String), Failure> {
     Ok((config, text))
 }
 
+/// A store that cannot be set up: a configuration error naming its key (exit 2).
+fn store_failure(e: sealgate::store::StoreError) -> Failure {
+    match e {
+        sealgate::store::StoreError::CaFile(m) => bad_config(m),
+        other => bad_config(format!("store.url: {other}")),
+    }
+}
+
 /// Reads the configuration and loads the key ring it names: every failure here is exit
 /// status 2.
 fn load(config: Option<PathBuf>) -> Result<(Config, KeyRing), Failure> {
@@ -265,7 +273,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     let store = match &config.store {
         Some(c) => Some(Arc::new(
             rt.block_on(async { Store::new(c) })
-                .map_err(|e| bad_config(format!("store.url: {e}")))?,
+                .map_err(store_failure)?,
         )),
         None => None,
     };
@@ -371,7 +379,7 @@ fn revoke(
         (None, None) => return Err(bad_config("pass --sub SUB or --sid SID".into())),
     };
     runtime()?.block_on(async {
-        let store = Store::new(store_config).map_err(|e| bad_config(format!("store.url: {e}")))?;
+        let store = Store::new(store_config).map_err(store_failure)?;
         store.publish(&record).await.map_err(|e| Failure {
             status: 1,
             message: format!("nothing revoked: {e}"),

@@ -158,6 +158,20 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads a format-2 payload front to back; every read is bounds-checked.
 struct Reader<'a>(&'a [u8]);
 
@@ -277,7 +291,12 @@ impl Session {
             self.sid.as_ref().map(|s| s.as_bytes()),
             self.dpop_key.as_ref().map(|k| k.expose().as_bytes()),
         ];
-        let len = 2 + 8 * 3 + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>();
+        let expiry = if self.access_expires_at.is_some() {
+            8
+        } else {
+            0
+        };
+        let len = 2 + 16 + expiry + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>();
         let mut out = Zeroizing::new(Vec::with_capacity(len));
         let mut flags = 0;
         for (present, bit) in [
@@ -348,9 +367,14 @@ impl Session {
 }
 
 impl Profile {
-    /// The payload (JSON), zeroized when dropped: it holds the ID token.
+    /// The payload (JSON), zeroized when dropped: it holds the ID token. Measured first and
+    /// written into a buffer of that size, so no reallocation leaves a copy behind.
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
-        Ok(Zeroizing::new(serde_json::to_vec(self)?))
+        let mut counted = Counter(0);
+        serde_json::to_writer(&mut counted, self)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(counted.0));
+        serde_json::to_writer(&mut *out, self)?;
+        Ok(out)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -538,6 +562,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_profile_payload_is_written_into_a_buffer_of_its_exact_size() {
+        let mut claims = Map::new();
+        claims.insert("name".into(), Value::String("Jürgen \"x\"".repeat(50)));
+        let p = Profile {
+            session_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            id_token: Some("eyJ.id.sig".repeat(200).as_str().into()),
+            claims,
+        };
+        let bytes = p.to_bytes().unwrap();
+        assert_eq!(bytes.capacity(), bytes.len());
+        assert_eq!(Profile::from_bytes(&bytes).unwrap().claims, p.claims);
+    }
+
+    #[test]
     fn refuses_to_encode_a_field_beyond_the_layout() {
         let mut s = session(T0);
         s.access_token = "a".repeat(70_000).as_str().into();
@@ -556,7 +594,9 @@ pub(crate) mod tests {
                 refresh_token: rt.as_deref().map(SecretString::from), sub, sid,
                 created_at: created, last_seen: seen, dpop_key: key.as_deref().map(SecretString::from),
             };
-            prop_assert!(same(&Session::from_bytes(&s.to_bytes().unwrap()).unwrap(), &s));
+            let bytes = s.to_bytes().unwrap();
+            prop_assert_eq!(bytes.capacity(), bytes.len(), "sized once, exactly");
+            prop_assert!(same(&Session::from_bytes(&bytes).unwrap(), &s));
             prop_assert!(same(&Session::from_bytes(&serde_json::to_vec(&s).unwrap()).unwrap(), &s));
         }
 

@@ -116,10 +116,9 @@ fn opens_every_committed_fixture_with_todays_code() {
     }
     assert!(seen >= 1, "no fixture found in {}", fixtures().display());
     // Both session payload formats are among them: 1 (JSON, `{`) and 2 (binary).
-    assert_eq!(
-        formats,
-        [Some(2), Some(b'{')].into(),
-        "payload formats seen"
+    assert!(
+        formats.is_superset(&[Some(2), Some(b'{')].into()),
+        "payload formats seen: {formats:?}"
     );
 }
 

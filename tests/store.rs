@@ -636,27 +636,32 @@ async fn a_tls_store_signed_by_a_private_ca_is_used_with_ca_file_and_refused_wit
 }
 
 #[test]
-fn refuses_to_start_with_a_store_ca_file_that_is_not_pem() {
+fn refuses_a_store_ca_file_without_a_certificate_naming_it_in_check_and_sessions_revoke() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    // Text that is not PEM, and PEM that holds no certificate (only a key).
     std::fs::write(dir.join("not-a-ca.pem"), "not a certificate\n").unwrap();
+    common::make_private_ca(dir);
     let keys = dir.join("keys");
     common::keygen(&keys);
-    let extra = format!(
-        "[store]\nurl = \"rediss://127.0.0.1:1\"\nca_file = \"{}\"\n",
-        dir.join("not-a-ca.pem").display()
-    );
-    let config = write_config(dir, free_port(), &keys, &extra);
-    let check = common::bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("store.ca_file") && stderr.contains("not-a-ca.pem"),
-        "{stderr}"
-    );
+    for file in ["not-a-ca.pem", "ca.key"] {
+        let extra = format!(
+            "[store]\nurl = \"rediss://127.0.0.1:1\"\nca_file = \"{}\"\n",
+            dir.join(file).display()
+        );
+        let config = write_config(dir, free_port(), &keys, &extra);
+        let config = config.to_str().unwrap();
+        for args in [
+            &["check", "--config", config][..],
+            &["sessions", "revoke", "--sub", "x", "--config", config][..],
+        ] {
+            let out = common::run(args);
+            let stderr = common::stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{file} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("store.ca_file") && stderr.contains(file),
+                "{file} {args:?}: {stderr}"
+            );
+        }
+    }
 }

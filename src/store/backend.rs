@@ -93,12 +93,15 @@ pub(super) struct Backend {
 
 impl Backend {
     pub(super) fn new(c: &config::Store) -> Result<Backend, StoreError> {
-        // Read (and checked) at start-up already (`main`'s `load`); read again here so that a
-        // `Store` made in a test from its settings alone trusts the same CA.
+        // Checked here, where every user of the store (serve, `sessions revoke`) passes: at
+        // least one certificate, or a configuration error naming the key.
         let ca = match &c.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                StoreError::Unavailable(format!("store.ca_file {}: {e}", path.display()))
-            })?),
+            Some(path) => {
+                let refuse =
+                    |e: &dyn std::fmt::Display| StoreError::CaFile(format!("store.ca_file: {e}"));
+                crate::http_client::read_roots(path).map_err(|e| refuse(&e))?;
+                Some(std::fs::read(path).map_err(|e| refuse(&e))?)
+            }
             None => None,
         };
         let (cluster, conn) = if c.cluster {
@@ -392,7 +395,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Redis errors name the failure (refused, timed out, an error reply), never the URL.
 /// A client for one node: under the webpki roots, or with `ca` (PEM) trusted instead.
 fn client(url: &SecretString, ca: Option<&[u8]>) -> Result<redis::Client, StoreError> {
     match ca {
@@ -409,6 +411,7 @@ fn certificates(pem: &[u8]) -> redis::TlsCertificates {
     }
 }
 
+/// Redis errors name the failure (refused, timed out, an error reply), never the URL.
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }

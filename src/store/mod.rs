@@ -43,6 +43,9 @@ pub enum StoreError {
     /// Unreachable, timed out, or an error answer: the caller falls back.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// `store.ca_file` cannot be read or holds no certificate (a configuration error).
+    #[error("{0}")]
+    CaFile(String),
 }
 
 /// Where a revocation went.

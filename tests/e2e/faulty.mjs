@@ -3,7 +3,7 @@
 //
 //   const f = tokenFaults();          // or tokenFaults({ path: '/token/introspection' })
 //   f.mode = 'temporarily_unavailable';  // read at each request; undefined = the provider answers
-//   ... f.attempts counts every POST /token that reached the provider, faulted or not ...
+//   ... f.attempts counts every POST to its path that reached the provider, faulted or not ...
 //
 // Each mode is one way a token endpoint fails, named after the class sealgate counts it as
 // (sealgate_refresh_failures_total{class}) where that differs.
