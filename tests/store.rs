@@ -636,7 +636,7 @@ async fn a_tls_store_signed_by_a_private_ca_is_used_with_ca_file_and_refused_wit
 }
 
 #[test]
-fn refuses_a_store_ca_file_without_a_certificate_naming_it_in_check_and_sessions_revoke() {
+fn refuses_a_store_ca_file_without_a_certificate_naming_it_in_serve_check_and_sessions_revoke() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Text that is not PEM, and PEM that holds no certificate (only a key).
@@ -649,8 +649,17 @@ fn refuses_a_store_ca_file_without_a_certificate_naming_it_in_check_and_sessions
             "[store]\nurl = \"rediss://127.0.0.1:1\"\nca_file = \"{}\"\n",
             dir.join(file).display()
         );
-        let config = write_config(dir, free_port(), &keys, &extra);
-        let config = config.to_str().unwrap();
+        let path = write_config(dir, free_port(), &keys, &extra);
+        // serve through the guard (bounded even if it would start).
+        let log = dir.join("serve.log");
+        let code = common::Server::start(&path, Some(&log)).wait_exit(Duration::from_secs(10));
+        let serve_err = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(code, Some(2), "{file} serve: {serve_err}");
+        assert!(
+            serve_err.contains("store.ca_file"),
+            "{file} serve: {serve_err}"
+        );
+        let config = path.to_str().unwrap();
         for args in [
             &["check", "--config", config][..],
             &["sessions", "revoke", "--sub", "x", "--config", config][..],
