@@ -71,9 +71,16 @@ enum SessionsCommand {
     /// End sessions on every instance sharing the store: every session of a subject begun
     /// until now (--sub), or the session with a provider session id (--sid).
     Revoke {
-        #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+        // Subjects and provider session ids are opaque strings that may start with `-`
+        // (base64url ids do one time in 64): taken as values, never as flags.
+        #[arg(
+            long,
+            required_unless_present = "sid",
+            conflicts_with = "sid",
+            allow_hyphen_values = true
+        )]
         sub: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sid: Option<String>,
         /// The configuration file (default: $SEALGATE_CONFIG).
         #[arg(long)]

@@ -482,6 +482,22 @@ async fn sessions_revoke_writes_a_record_every_instance_reads() {
         (t + 3600..=now() + 3600).contains(&score),
         "kept for session.absolute"
     );
+    // Subjects and sids are opaque and may start with `-` (a base64url sid does one time in
+    // 64): taken as values, never as flags.
+    let config_path = config.to_str().unwrap();
+    for (flag, id) in [("--sub", "-dash-sub"), ("--sid", "-X8rGi4hqaFXN-FHl")] {
+        let out = common::run(&["sessions", "revoke", flag, id, "--config", config_path]);
+        assert!(
+            out.status.success(),
+            "{flag} {id}: {}",
+            common::stderr(&out)
+        );
+    }
+    eventually("both read back", Duration::from_secs(5), || {
+        c.is_revoked("-dash-sub", None, t, now())
+            && c.is_revoked("erin", Some("-X8rGi4hqaFXN-FHl"), t, now())
+    })
+    .await;
     redis.kill();
     let out = common::run(&[
         "sessions",
