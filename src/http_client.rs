@@ -232,12 +232,18 @@ pub fn use_pool(worker: usize) {
 /// is not PEM, or holds no certificate webpki accepts as an anchor is refused: at start-up,
 /// never at the first request.
 pub fn read_roots(path: &Path) -> Result<RootCertStore, CaFileError> {
+    read_pem_roots(path).map(|(_, roots)| roots)
+}
+
+/// `read_roots`, also giving the file's bytes (for a client that takes PEM, as redis-rs
+/// does): the file is read once.
+pub fn read_pem_roots(path: &Path) -> Result<(Vec<u8>, RootCertStore), CaFileError> {
     let refuse = |reason: String| CaFileError {
         path: path.display().to_string(),
         reason,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| refuse(e.to_string()))?
+    let pem = std::fs::read(path).map_err(|e| refuse(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| refuse(e.to_string()))?;
     let mut roots = RootCertStore::empty();
@@ -250,7 +256,7 @@ pub fn read_roots(path: &Path) -> Result<RootCertStore, CaFileError> {
     if added == 0 {
         return Err(refuse("no certificate in the file".into()));
     }
-    Ok(roots)
+    Ok((pem, roots))
 }
 
 /// The innermost cause of an error, which is where hyper puts the useful words.

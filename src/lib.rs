@@ -98,7 +98,7 @@ pub mod fuzzing {
     /// its session gives (one spelling per session: the decoder accepts nothing else).
     pub fn session_payload(data: &[u8]) {
         if let Ok(session) = crate::session::Session::from_bytes(data)
-            && data.first() == Some(&2)
+            && data.first() == Some(&crate::session::FORMAT_BINARY)
         {
             let again = session.to_bytes().ok();
             assert_eq!(

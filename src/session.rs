@@ -143,7 +143,7 @@ pub enum EncodeError {
 // bit is set. Format 1 is a JSON object, so its first byte is `{`: the first byte tells the
 // two apart. Unknown flag bits, a truncated field or trailing bytes are refused, never
 // guessed at.
-const FORMAT_BINARY: u8 = 2;
+pub(crate) const FORMAT_BINARY: u8 = 2;
 const HAS_EXPIRY: u8 = 1;
 const HAS_REFRESH: u8 = 1 << 1;
 const HAS_SID: u8 = 1 << 2;
@@ -298,17 +298,11 @@ impl Session {
         };
         let len = 2 + 16 + expiry + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>();
         let mut out = Zeroizing::new(Vec::with_capacity(len));
-        let mut flags = 0;
-        for (present, bit) in [
-            (self.access_expires_at.is_some(), HAS_EXPIRY),
-            (self.refresh_token.is_some(), HAS_REFRESH),
-            (self.sid.is_some(), HAS_SID),
-            (self.dpop_key.is_some(), HAS_DPOP),
-        ] {
-            if present {
-                flags |= bit;
-            }
-        }
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        let flags = flag(self.access_expires_at.is_some(), HAS_EXPIRY)
+            | flag(self.refresh_token.is_some(), HAS_REFRESH)
+            | flag(self.sid.is_some(), HAS_SID)
+            | flag(self.dpop_key.is_some(), HAS_DPOP);
         out.extend_from_slice(&[FORMAT_BINARY, flags]);
         out.extend_from_slice(&self.created_at.to_be_bytes());
         out.extend_from_slice(&self.last_seen.to_be_bytes());

@@ -96,12 +96,11 @@ impl Backend {
         // Checked here, where every user of the store (serve, `sessions revoke`) passes: at
         // least one certificate, or a configuration error naming the key.
         let ca = match &c.ca_file {
-            Some(path) => {
-                let refuse =
-                    |e: &dyn std::fmt::Display| StoreError::CaFile(format!("store.ca_file: {e}"));
-                crate::http_client::read_roots(path).map_err(|e| refuse(&e))?;
-                Some(std::fs::read(path).map_err(|e| refuse(&e))?)
-            }
+            Some(path) => Some(
+                crate::http_client::read_pem_roots(path)
+                    .map_err(|e| StoreError::CaFile(format!("store.ca_file: {e}")))?
+                    .0,
+            ),
             None => None,
         };
         let (cluster, conn) = if c.cluster {
