@@ -690,3 +690,44 @@ fn refuses_a_store_ca_file_without_a_certificate_naming_it_in_serve_check_and_se
         }
     }
 }
+
+#[test]
+fn serve_and_sessions_revoke_use_a_tls_store_named_by_the_platform_variables() {
+    if !have_redis("serve_and_sessions_revoke_use_a_tls_store") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = start_tls_redis(tmp.path());
+    let keys = tmp.path().join("keys");
+    common::keygen(&keys);
+    let port = free_port();
+    // No [store] in the file: the URL and the CA come as a manifest would pass them.
+    let config = write_config(tmp.path(), port, &keys, "");
+    let ca = tmp.path().join("ca.pem");
+    let env = [
+        (
+            "SEALGATE_STORE__URL",
+            format!("rediss://127.0.0.1:{}", redis.port),
+        ),
+        ("SEALGATE_STORE__CA_FILE", ca.display().to_string()),
+    ];
+    let child = common::bin()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = common::Server(child);
+    common::wait_until("store up over TLS", || {
+        common::metric(port, "sealgate_store_up") == 1
+    });
+    let out = common::bin()
+        .args(["sessions", "revoke", "--sub", "frank", "--config"])
+        .arg(&config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("frank"));
+}
